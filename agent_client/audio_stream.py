@@ -1,0 +1,185 @@
+"""The agent side of StreamAudio: send speech, end segments, interrupt, and read playback events."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import grpc
+import numpy as np
+from avatar.v1 import audio_stream_pb2 as pb
+from avatar.v1 import session_pb2
+
+from agent_client.errors import GatewayError, from_rpc_error
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackStarted:
+    """The first sample of segment `segment_id` left the gateway for the room."""
+
+    segment_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackFinished:
+    """Segment `segment_id` is done; `position` seconds of it were heard."""
+
+    segment_id: int
+    position: float
+    interrupted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StreamWarning:
+    """A non-fatal condition."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class GoAway:
+    """The gateway is shutting down; the stream ends within `time_left` seconds."""
+
+    time_left: float
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEnded:
+    """The session ended; the stream ends now."""
+
+    reason: int
+    detail: str
+
+
+PlaybackEvent = PlaybackStarted | PlaybackFinished | StreamWarning | GoAway | SessionEnded
+
+
+def _event(resp: pb.StreamAudioResponse) -> PlaybackEvent | None:
+    kind = resp.WhichOneof("response")
+    if kind == "playback_started":
+        return PlaybackStarted(resp.playback_started.segment_id)
+    if kind == "playback_finished":
+        f = resp.playback_finished
+        return PlaybackFinished(f.segment_id, f.playback_position.ToNanoseconds() / 1e9, f.interrupted)
+    if kind == "warning":
+        return StreamWarning(resp.warning.reason, resp.warning.message)
+    if kind == "go_away":
+        return GoAway(resp.go_away.time_left.ToNanoseconds() / 1e9)
+    if kind == "session_ended":
+        return SessionEnded(int(resp.session_ended.reason), resp.session_ended.detail)
+    return None
+
+
+class AudioStream:
+    """One StreamAudio call. Use as `async with client.stream_audio(...) as stream:`; leaving the block half-closes
+    (buffered speech plays out, the remaining events can still be read) unless `cancel()` was called.
+
+    Segment ids follow the gateway's rule: the Nth segment opened on the stream has id N.
+    """
+
+    def __init__(self, call: Any, session: str, sample_rate: int, channels: int) -> None:
+        self._call = call
+        self._session = session
+        self._fmt = session_pb2.AudioFormat(sample_rate_hz=sample_rate, channels=channels,
+                                            encoding=session_pb2.AUDIO_ENCODING_PCM16LE)
+        self.ready: pb.StreamReady | None = None
+        self._segments = 0
+        self._open = False
+        self._writing = True
+
+    async def open(self) -> AudioStream:
+        """Send the config and wait for `ready`."""
+        await self._write(pb.StreamAudioRequest(config=pb.StreamAudioConfig(session=self._session, format=self._fmt)))
+        resp = await self._read()
+        if resp is None or resp.WhichOneof("response") != "ready":
+            raise GatewayError(grpc.StatusCode.INTERNAL, "the gateway did not acknowledge the stream config")
+        self.ready = resp.ready
+        return self
+
+    async def __aenter__(self) -> AudioStream:
+        return await self.open()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if exc_type is not None:
+            self.cancel()
+        else:
+            await self.close()
+
+    @property
+    def current_segment(self) -> int:
+        """Id of the open segment, or of the next one if none is open."""
+        return self._segments if self._open else self._segments + 1
+
+    async def send(self, pcm: bytes | np.ndarray) -> int:
+        """Send audio of the current segment (opening one if needed); returns the segment id."""
+        data = pcm.astype("<i2", copy=False).tobytes() if isinstance(pcm, np.ndarray) else pcm
+        if not self._open:
+            self._segments += 1
+            self._open = True
+        await self._write(pb.StreamAudioRequest(audio=pb.AudioChunk(pcm=data)))
+        return self._segments
+
+    async def end_segment(self) -> int:
+        """Close the current segment (an empty one if none is open); returns its id."""
+        if not self._open:
+            self._segments += 1
+        self._open = False
+        await self._write(pb.StreamAudioRequest(segment_end=pb.SegmentEnd()))
+        return self._segments
+
+    async def clear(self) -> None:
+        """Interrupt: every open or queued segment finishes as interrupted."""
+        self._open = False
+        await self._write(pb.StreamAudioRequest(clear_buffer=pb.ClearBuffer()))
+
+    async def close(self) -> None:
+        """Half-close: what is buffered plays out; keep reading events until the iterator ends."""
+        if self._writing:
+            self._writing = False
+            try:
+                await self._call.done_writing()
+            except grpc.aio.AioRpcError as err:
+                raise from_rpc_error(err) from None
+
+    def cancel(self) -> None:
+        """Stop now."""
+        self._writing = False
+        self._call.cancel()
+
+    async def _write(self, req: pb.StreamAudioRequest) -> None:
+        try:
+            await self._call.write(req)
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error(err) from None
+        except grpc.aio.UsageError:
+            raise GatewayError(grpc.StatusCode.CANCELLED, "the stream is closed") from None
+
+    async def _read(self) -> pb.StreamAudioResponse | None:
+        try:
+            resp = await self._call.read()
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error(err) from None
+        if resp is grpc.aio.EOF:
+            code = await self._call.code()
+            if code != grpc.StatusCode.OK:
+                raise GatewayError(code, await self._call.details() or "")
+            return None
+        assert isinstance(resp, pb.StreamAudioResponse)
+        return resp
+
+    async def events(self) -> AsyncIterator[PlaybackEvent]:
+        """Every event until the stream ends; raises GatewayError if it ends with an error status."""
+        while True:
+            resp = await self._read()
+            if resp is None:
+                return
+            event = _event(resp)
+            if event is not None:
+                yield event
+
+    def __aiter__(self) -> AsyncIterator[PlaybackEvent]:
+        return self.events()

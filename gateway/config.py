@@ -1,0 +1,83 @@
+"""Gateway configuration, from flags and environment. Secrets are never part of any repr or log line."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated caller. `providers` empty means every provider."""
+
+    principal: str
+    providers: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Everything the gateway process is told."""
+
+    listen: str = "127.0.0.1:50051"
+    livekit_url: str = ""
+    livekit_api_key: str = ""
+    livekit_api_secret: str = field(default="", repr=False)
+    # other LiveKit servers the same key/secret is valid for, which StartSession may name
+    livekit_extra_urls: tuple[str, ...] = ()
+    # no LiveKit at all: sessions render, pace and account, and publish nowhere (development, benchmarks)
+    headless: bool = False
+    # API key -> caller; empty: no authentication (bind to loopback only)
+    api_keys: Mapping[str, Caller] = field(default_factory=dict, repr=False)
+    default_idle_timeout_s: float = 300.0
+    default_max_duration_s: float = 3600.0
+    max_sessions: int = 1000
+    max_buffered_s: float = 120.0
+    lead_ms: int = 80
+    shutdown_grace_s: float = 10.0
+    start_timeout_s: float = 30.0
+    ended_retention: int = 1000
+    token_ttl_s: int = 3600
+    max_message_bytes: int = 4 * 1024 * 1024
+    max_chunk_bytes: int = 1024 * 1024
+    log_json: bool = False
+
+    @property
+    def livekit_configured(self) -> bool:
+        """True when sessions can join real rooms."""
+        return bool(self.livekit_url and self.livekit_api_key and self.livekit_api_secret)
+
+
+def parse_api_keys(spec: str) -> dict[str, Caller]:
+    """`principal:key[:provider|provider...]` entries separated by commas."""
+    keys: dict[str, Caller] = {}
+    for entry in filter(None, (e.strip() for e in spec.split(","))):
+        parts = entry.split(":")
+        if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+            raise ValueError("each API key entry must be principal:key or principal:key:provider|provider")
+        providers = frozenset(filter(None, parts[2].split("|"))) if len(parts) == 3 else frozenset()
+        keys[parts[1]] = Caller(parts[0], providers)
+    return keys
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> GatewayConfig:
+    """Configuration from the environment (LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET, AVATAR_GATEWAY_*),
+    with explicit overrides (flags) on top."""
+    env = os.environ if env is None else env
+    values: dict[str, object] = {
+        "listen": env.get("AVATAR_GATEWAY_LISTEN", GatewayConfig.listen),
+        "livekit_url": env.get("LIVEKIT_URL", ""),
+        "livekit_api_key": env.get("LIVEKIT_API_KEY", ""),
+        "livekit_api_secret": env.get("LIVEKIT_API_SECRET", ""),
+        "headless": _flag(env.get("AVATAR_GATEWAY_HEADLESS")),
+        "api_keys": parse_api_keys(env.get("AVATAR_GATEWAY_API_KEYS", "")),
+        "log_json": _flag(env.get("AVATAR_GATEWAY_LOG_JSON")),
+    }
+    extra = env.get("AVATAR_GATEWAY_LIVEKIT_EXTRA_URLS", "")
+    values["livekit_extra_urls"] = tuple(u.strip() for u in extra.split(",") if u.strip())
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return GatewayConfig(**values)  # type: ignore[arg-type]

@@ -1,0 +1,128 @@
+"""The error model: every failure is a google.rpc.Status with an ErrorInfo and the details that fit (AIP-193)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+DOMAIN = "avatar.v1"
+SESSION_TYPE = "avatar.v1/Session"
+
+
+class GatewayError(Exception):
+    """An error the gateway reports to its caller. The message is safe to show (no secrets, no internals)."""
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        reason: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        details: Sequence[Message] = (),
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.reason = reason
+        self.metadata = dict(metadata or {})
+        self.details = list(details)
+
+    def to_status(self) -> grpc.Status:
+        """The grpc.Status carrying the google.rpc.Status with ErrorInfo first, then the other details."""
+        infos: list[Message] = [
+            error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata),
+            *self.details,
+        ]
+        packed = []
+        for detail in infos:
+            msg = any_pb2.Any()
+            msg.Pack(detail)
+            packed.append(msg)
+        status = status_pb2.Status(code=_CODE[self.code], message=self.message, details=packed)
+        return rpc_status.to_status(status)
+
+
+_CODE: dict[grpc.StatusCode, int] = {c: c.value[0] for c in grpc.StatusCode}
+
+
+def invalid_argument(field: str, description: str, reason: str = "INVALID_ARGUMENT") -> GatewayError:
+    """A request field is wrong; BadRequest names it."""
+    bad = error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=field, description=description, reason=reason)
+        ]
+    )
+    return GatewayError(
+        grpc.StatusCode.INVALID_ARGUMENT, description, reason, metadata={"field": field}, details=[bad]
+    )
+
+
+def not_found(name: str) -> GatewayError:
+    """No such session."""
+    info = error_details_pb2.ResourceInfo(resource_type=SESSION_TYPE, resource_name=name,
+                                          description="no session with this name")
+    return GatewayError(grpc.StatusCode.NOT_FOUND, f"session {name!r} not found", "SESSION_NOT_FOUND",
+                        metadata={"session": name}, details=[info])
+
+
+def failed_precondition(reason: str, message: str, *, subject: str, violation_type: str,
+                        metadata: Mapping[str, str] | None = None) -> GatewayError:
+    """The system is not in a state where the call can work."""
+    pre = error_details_pb2.PreconditionFailure(
+        violations=[error_details_pb2.PreconditionFailure.Violation(type=violation_type, subject=subject,
+                                                                    description=message)]
+    )
+    return GatewayError(grpc.StatusCode.FAILED_PRECONDITION, message, reason, metadata=metadata,
+                        details=[pre])
+
+
+def unavailable(message: str, reason: str, retry_after_s: float, metadata: Mapping[str, str] | None = None
+                ) -> GatewayError:
+    """Try again later; RetryInfo says when."""
+    delay = duration_pb2.Duration()
+    delay.FromNanoseconds(int(retry_after_s * 1e9))
+    retry = error_details_pb2.RetryInfo(retry_delay=delay)
+    return GatewayError(grpc.StatusCode.UNAVAILABLE, message, reason, metadata=metadata, details=[retry])
+
+
+def resource_exhausted(message: str, reason: str, subject: str, metadata: Mapping[str, str] | None = None
+                       ) -> GatewayError:
+    """A quota or cap was hit; QuotaFailure names it."""
+    quota = error_details_pb2.QuotaFailure(
+        violations=[error_details_pb2.QuotaFailure.Violation(subject=subject, description=message)]
+    )
+    return GatewayError(grpc.StatusCode.RESOURCE_EXHAUSTED, message, reason, metadata=metadata,
+                        details=[quota])
+
+
+def internal() -> GatewayError:
+    """Something unexpected; the text says nothing about why."""
+    return GatewayError(grpc.StatusCode.INTERNAL, "Internal error.", "INTERNAL")
+
+
+def unauthenticated(message: str) -> GatewayError:
+    """Missing or bad caller credentials."""
+    return GatewayError(grpc.StatusCode.UNAUTHENTICATED, message, "UNAUTHENTICATED")
+
+
+def permission_denied(message: str, metadata: Mapping[str, str] | None = None) -> GatewayError:
+    """The caller may not do this."""
+    return GatewayError(grpc.StatusCode.PERMISSION_DENIED, message, "PERMISSION_DENIED", metadata=metadata)
+
+
+def already_exists(message: str, reason: str, name: str) -> GatewayError:
+    """An id is taken."""
+    info = error_details_pb2.ResourceInfo(resource_type=SESSION_TYPE, resource_name=name, description=message)
+    return GatewayError(grpc.StatusCode.ALREADY_EXISTS, message, reason, metadata={"session": name},
+                        details=[info])
+
+
+def code_name(status: status_pb2.Status) -> str:
+    """Name of a google.rpc code, for logs."""
+    return str(code_pb2.Code.Name(status.code))

@@ -1,0 +1,117 @@
+"""The avatar.v1.AvatarProvider servicer: thin RPC glue over the session manager and the audio stream."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from typing import Any
+
+from avatar.v1 import audio_stream_pb2 as stream_pb
+from avatar.v1 import avatar_provider_pb2 as pb
+from avatar.v1 import avatar_provider_pb2_grpc as pb_grpc
+
+from gateway import errors
+from gateway.audio_stream import AudioStream, GoAwayEvent, validate_format
+from gateway.config import Caller, GatewayConfig
+from gateway.convert import provider_pb, session_pb
+from gateway.session import TERMINAL, State
+from gateway.sessions import SessionManager
+
+ANONYMOUS = Caller("anonymous")
+
+Ctx = Any  # grpc.aio.ServicerContext (grpc ships no type information)
+
+
+class AvatarProviderService(pb_grpc.AvatarProviderServicer):
+    """avatar.v1.AvatarProvider."""
+
+    def __init__(self, config: GatewayConfig, manager: SessionManager) -> None:
+        self._config = config
+        self._manager = manager
+        self._streams: set[AudioStream] = set()
+
+    def _caller(self, context: Ctx) -> Caller:
+        if not self._config.api_keys:
+            return ANONYMOUS
+        header = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization":
+                header = value if isinstance(value, str) else value.decode("latin-1")
+        if not header.startswith("Bearer "):
+            raise errors.unauthenticated("missing credentials: send 'authorization: Bearer <api key>'")
+        presented = header[len("Bearer "):].strip().encode()
+        for key, caller in self._config.api_keys.items():
+            if hmac.compare_digest(presented, key.encode()):
+                return caller
+        raise errors.unauthenticated("invalid API key")
+
+    async def StartSession(self, request: pb.StartSessionRequest, context: Ctx) -> pb.StartSessionResponse:
+        session = await self._manager.start(self._caller(context), request)
+        return pb.StartSessionResponse(session=session_pb(session))
+
+    async def GetSession(self, request: pb.GetSessionRequest, context: Ctx) -> pb.GetSessionResponse:
+        return pb.GetSessionResponse(session=session_pb(self._manager.resolve(self._caller(context), request.name)))
+
+    async def ListSessions(self, request: pb.ListSessionsRequest, context: Ctx) -> pb.ListSessionsResponse:
+        page, token = self._manager.list_page(self._caller(context), request.page_size, request.page_token,
+                                         request.show_ended)
+        return pb.ListSessionsResponse(sessions=[session_pb(s) for s in page], next_page_token=token)
+
+    async def EndSession(self, request: pb.EndSessionRequest, context: Ctx) -> pb.EndSessionResponse:
+        session = await self._manager.end(self._caller(context), request.name)
+        return pb.EndSessionResponse(session=session_pb(session))
+
+    async def WatchSession(self, request: pb.WatchSessionRequest, context: Ctx) -> None:
+        session = self._manager.resolve(self._caller(context), request.name)
+        changes = session.watch()
+        try:
+            last: tuple[State, int] | None = None
+            while True:
+                snapshot = (session.state, int(session.end_reason))
+                if snapshot != last:
+                    await context.write(pb.WatchSessionResponse(session=session_pb(session)))
+                    last = snapshot
+                if session.state in TERMINAL:
+                    return
+                await changes.get()
+        finally:
+            session.unwatch(changes)
+
+    async def StreamAudio(self, request_iterator: AsyncIterator[stream_pb.StreamAudioRequest], context: Ctx
+                          ) -> None:
+        caller = self._caller(context)
+        requests = aiter(request_iterator)
+        first = await anext(requests, None)
+        if first is None or first.WhichOneof("request") != "config":
+            raise errors.invalid_argument("config", "the first message of StreamAudio must be config",
+                                          "CONFIG_REQUIRED")
+        config = first.config
+        if not config.session:
+            raise errors.invalid_argument("config.session", "config.session is required", "MISSING_FIELD")
+        session = self._manager.resolve(caller, config.session, field="config.session")
+        fmt = validate_format(config.format)
+        if session.state is not State.ACTIVE:
+            raise errors.failed_precondition(
+                "SESSION_NOT_ACTIVE", f"session is {session.state.name}, not ACTIVE", subject=session.name,
+                violation_type="SESSION_STATE", metadata={"session": session.name, "state": session.state.name})
+        sink = session.attach()
+        if sink is None:
+            raise errors.failed_precondition(
+                "STREAM_ALREADY_OPEN", "another StreamAudio call is already open on this session",
+                subject=session.name, violation_type="SESSION_STREAM", metadata={"session": session.name})
+        stream = AudioStream(session, sink, fmt, max_buffered_s=self._config.max_buffered_s,
+                             max_chunk_bytes=self._config.max_chunk_bytes)
+        self._streams.add(stream)
+        try:
+            await stream.run(requests, context)
+        finally:
+            self._streams.discard(stream)
+
+    async def ListProviders(self, request: pb.ListProvidersRequest, context: Ctx) -> pb.ListProvidersResponse:
+        self._caller(context)
+        return pb.ListProvidersResponse(providers=[provider_pb(a.info) for a in self._manager.registry])
+
+    def go_away(self, time_left_s: float) -> None:
+        """Tell every open audio stream the gateway is going away."""
+        for stream in self._streams:
+            stream.notify(GoAwayEvent(time_left_s))

@@ -1,0 +1,234 @@
+"""The session manager: creates, finds, lists and ends sessions; idempotent StartSession; shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from avatar.v1 import avatar_provider_pb2 as pb
+
+from gateway import errors, validation
+from gateway.config import Caller, GatewayConfig
+from gateway.session import TERMINAL, AvatarSession, EndReason, SessionParams, State
+from gateway.tokens import avatar_identity, mint_avatar_token
+from providers.base import ProviderAdapter, ProviderError, RoomSpec, SessionSpec
+from providers.registry import ProviderRegistry
+from providers.room_publisher import RoomJoinError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Pending:
+    fingerprint: str
+    owner: str
+    future: asyncio.Future[AvatarSession]
+
+
+class SessionManager:
+    """Owns every session of one gateway process."""
+
+    def __init__(self, config: GatewayConfig, registry: ProviderRegistry) -> None:
+        self.config = config
+        self.registry = registry
+        self._sessions: dict[str, AvatarSession] = {}
+        self._requests: dict[str, _Pending] = {}
+        self._ended: OrderedDict[str, None] = OrderedDict()
+        self._seq = 0
+        self._closing = False
+
+    # -- lookups ------------------------------------------------------------------------------------------------
+    def resolve(self, caller: Caller, name: str, field: str = "name") -> AvatarSession:
+        """The session `name` if the caller may see it: INVALID_ARGUMENT, PERMISSION_DENIED, NOT_FOUND."""
+        validation.session_id_from_name(name, field)
+        session = self._sessions.get(name)
+        if session is not None and session.params.owner != caller.principal:
+            raise errors.permission_denied("this session belongs to another caller", {"session": name})
+        if session is None:
+            raise errors.not_found(name)
+        return session
+
+    def list_page(self, caller: Caller, page_size: int, page_token: str, show_ended: bool
+             ) -> tuple[list[AvatarSession], str]:
+        """One page of the caller's sessions, newest first."""
+        if page_size < 0 or page_size > 1000:
+            raise errors.invalid_argument("page_size", "page_size must be 0 to 1000", "INVALID_PAGE_SIZE")
+        size = page_size or 50
+        before = _decode_token(page_token)
+        rows = [s for s in self._sessions.values()
+                if s.params.owner == caller.principal and s.seq < before and (show_ended or s.state not in TERMINAL)]
+        rows.sort(key=lambda s: s.seq, reverse=True)
+        page = rows[:size]
+        token = _encode_token(page[-1].seq) if len(rows) > size else ""
+        return page, token
+
+    def active(self) -> list[AvatarSession]:
+        """Sessions that are not terminal."""
+        return [s for s in self._sessions.values() if s.state not in TERMINAL]
+
+    # -- start --------------------------------------------------------------------------------------------------
+    async def start(self, caller: Caller, req: pb.StartSessionRequest) -> AvatarSession:
+        """StartSession: validate, deduplicate by request_id, start, return the ACTIVE session."""
+        if caller.providers and req.provider not in caller.providers:
+            raise errors.permission_denied(f"this caller may not use provider {req.provider[:64]!r}",
+                                           {"provider": req.provider[:64]})
+        if not req.provider:
+            raise errors.invalid_argument("provider", "provider is required", "MISSING_FIELD")
+        adapter = self.registry.get(req.provider)
+        if adapter is None:
+            known = ", ".join(a.info.name for a in self.registry)
+            raise errors.invalid_argument("provider", f"unknown provider {req.provider[:64]!r}; known: {known}",
+                                          "UNKNOWN_PROVIDER")
+        request_id = validation.check_request_id(req.request_id) if req.request_id else ""
+        if request_id:
+            pending = self._requests.get(request_id)
+            if pending is not None:
+                return await self._replay(caller, req, request_id, pending)
+        params = self._validate(caller, req, adapter)
+        if self._closing:
+            raise errors.unavailable("the gateway is shutting down", "SHUTTING_DOWN", 1.0)
+        if len(self.active()) >= self.config.max_sessions:
+            raise errors.resource_exhausted(
+                f"this gateway runs at most {self.config.max_sessions} sessions", "TOO_MANY_SESSIONS",
+                "sessions", {"limit": str(self.config.max_sessions)})
+        name = f"sessions/{params.session_id}"
+        if name in self._sessions:
+            raise errors.already_exists(f"session {name!r} already exists", "SESSION_EXISTS", name)
+        self._seq += 1
+        session = AvatarSession(params, adapter, avatar_identity=avatar_identity(adapter.info.name,
+                                                                                   params.session_id), seq=self._seq)
+        self._sessions[name] = session
+        future: asyncio.Future[AvatarSession] = asyncio.get_running_loop().create_future()
+        if request_id:
+            self._requests[request_id] = _Pending(_fingerprint(req), caller.principal, future)
+        try:
+            await self._start(session, adapter)
+        except BaseException as exc:
+            if request_id:
+                del self._requests[request_id]  # a failed start frees the id: a retry starts afresh
+            future.set_exception(exc)
+            future.exception()  # retrieved: retries waiting on it re-raise it themselves
+            self._remember_ended(session)
+            raise self._start_error(exc) from None
+        future.set_result(session)
+        session_ended = asyncio.ensure_future(session.wait_ended())
+        session_ended.add_done_callback(lambda _: self._remember_ended(session))
+        return session
+
+    async def _replay(self, caller: Caller, req: pb.StartSessionRequest, request_id: str, pending: _Pending
+                      ) -> AvatarSession:
+        if pending.owner != caller.principal or pending.fingerprint != _fingerprint(req):
+            raise errors.already_exists("request_id was already used for a different StartSession request",
+                                        "REQUEST_ID_REUSED", request_id)
+        try:
+            return await asyncio.shield(pending.future)
+        except Exception as exc:
+            raise self._start_error(exc) from None
+
+    def _validate(self, caller: Caller, req: pb.StartSessionRequest, adapter: ProviderAdapter) -> SessionParams:
+        url = validation.check_room(req, self.config)
+        video = validation.check_video(req, adapter)
+        idle, longest = validation.check_timeouts(req, self.config, adapter)
+        labels = validation.check_labels(dict(req.labels))
+        validation.check_options(req, adapter)
+        session_id = validation.check_session_id(req.session_id) if req.session_id else str(uuid.uuid4())
+        info = adapter.info
+        if not info.enabled:
+            raise errors.failed_precondition("PROVIDER_DISABLED", f"provider {info.name!r} is not available: "
+                                             f"{info.disabled_reason}", subject=f"providers/{info.name}",
+                                             violation_type="PROVIDER_CONFIG", metadata={"provider": info.name})
+        if not self.config.headless and not self.config.livekit_configured:
+            raise errors.failed_precondition(
+                "LIVEKIT_NOT_CONFIGURED", "this gateway has no LiveKit server configured (set LIVEKIT_URL, "
+                "LIVEKIT_API_KEY and LIVEKIT_API_SECRET)", subject="gateway", violation_type="GATEWAY_CONFIG")
+        return SessionParams(
+            session_id=session_id, owner=caller.principal, provider=info.name, room_url=url,
+            room_name=req.room.room_name, agent_identity=req.room.agent_identity, avatar_id=req.avatar_id,
+            video=video, idle_timeout_s=idle, max_duration_s=longest, labels=labels,
+        )
+
+    async def _start(self, session: AvatarSession, adapter: ProviderAdapter) -> None:
+        p = self.config
+        params = session.params
+        token = "" if p.headless else mint_avatar_token(
+            api_key=p.livekit_api_key, api_secret=p.livekit_api_secret, room_name=params.room_name,
+            identity=session.avatar_identity, agent_identity=params.agent_identity, provider=adapter.info.name,
+            can_subscribe=adapter.info.needs_subscribe, ttl_s=p.token_ttl_s)
+        room = RoomSpec(url=params.room_url, room_name=params.room_name, agent_identity=params.agent_identity,
+                        avatar_identity=session.avatar_identity, token=token)
+        spec = SessionSpec(session_id=params.session_id, avatar_id=params.avatar_id, options={},
+                           video=params.video, room=room)
+        log.info("session %s starting: provider=%s room=%s", session.name, params.provider, params.room_name)
+        await session.start(spec, headless=p.headless, lead_ms=p.lead_ms, timeout_s=p.start_timeout_s)
+        log.info("session %s active", session.name)
+
+    @staticmethod
+    def _start_error(exc: BaseException) -> BaseException:
+        if isinstance(exc, errors.GatewayError | asyncio.CancelledError):
+            return exc
+        if isinstance(exc, ProviderError):
+            if exc.retryable:
+                return errors.unavailable(str(exc), exc.reason, 2.0)
+            return errors.internal()
+        if isinstance(exc, RoomJoinError):
+            return errors.unavailable(str(exc), "ROOM_JOIN_FAILED", 2.0)
+        if isinstance(exc, TimeoutError):
+            return errors.unavailable("the session did not start in time", "START_TIMEOUT", 2.0)
+        return errors.internal()
+
+    def _remember_ended(self, session: AvatarSession) -> None:
+        self._ended[session.name] = None
+        while len(self._ended) > self.config.ended_retention:
+            name, _ = self._ended.popitem(last=False)
+            self._sessions.pop(name, None)
+
+    # -- end ----------------------------------------------------------------------------------------------------
+    async def end(self, caller: Caller, name: str) -> AvatarSession:
+        """EndSession: idempotent; returns the terminal session."""
+        session = self.resolve(caller, name)
+        if session.state is State.STARTING:
+            raise errors.failed_precondition("SESSION_STARTING", "the session is still starting; retry shortly",
+                                             subject=name, violation_type="SESSION_STATE")
+        await session.end(EndReason.CLIENT_REQUEST, "EndSession was called")
+        await session.wait_ended()
+        return session
+
+    def begin_shutdown(self) -> None:
+        """Refuse new sessions from now on."""
+        self._closing = True
+
+    async def shutdown(self) -> None:
+        """End every session (SERVER_SHUTDOWN) and wait until all their tasks are done."""
+        self._closing = True
+        sessions = list(self._sessions.values())
+        await asyncio.gather(*(s.end(EndReason.SERVER_SHUTDOWN, "the gateway is shutting down") for s in sessions))
+        await asyncio.gather(*(s.drain_tasks() for s in sessions))
+
+
+def _fingerprint(req: pb.StartSessionRequest) -> str:
+    copy = pb.StartSessionRequest()
+    copy.CopyFrom(req)
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+
+
+def _encode_token(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"v1:{seq}".encode()).decode()
+
+
+def _decode_token(token: str) -> int:
+    if not token:
+        return 1 << 62
+    try:
+        kind, value = base64.urlsafe_b64decode(token.encode()).decode().split(":")
+        if kind != "v1":
+            raise ValueError
+        return int(value)
+    except (ValueError, UnicodeDecodeError):
+        raise errors.invalid_argument("page_token", "page_token is not one this gateway issued",
+                                      "INVALID_PAGE_TOKEN") from None
+

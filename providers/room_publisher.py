@@ -1,0 +1,170 @@
+"""The one place that owns the LiveKit side of an avatar.
+
+Joins the room as the avatar participant, publishes `avatar_audio` (microphone) and `avatar_video` (camera) through
+`rtc.AVSynchronizer`, paces the provider's frames in real time, tells the playback ledger how far playout has got,
+and leaves. Better than livekit-agents' AvatarRunner in three ways:
+
+- pacing is ours: a frame is pulled from the provider only when less than `lead_ms` of audio is queued, so the
+  audio source never blocks and an interrupt can never race with a capture in flight;
+- playback positions are what left the audio queue (pushed - queued), not what was pushed;
+- an interrupt clears the synchronizer's video queue and the audio source's queue, and any frame the provider had
+  already produced for an interrupted segment plays as silence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import numpy as np
+from livekit import rtc
+
+from providers.base import AvatarFrame, PcmFormat, ProviderError, RoomSpec, VideoSpec
+from providers.playback import PlaybackLedger
+
+log = logging.getLogger(__name__)
+
+AUDIO_TRACK_NAME = "avatar_audio"
+VIDEO_TRACK_NAME = "avatar_video"
+
+
+class RoomJoinError(Exception):
+    """The avatar could not join or publish. The message never contains the token."""
+
+
+class RoomPublisher:
+    """Publishes one avatar session's frames. `room` None runs headless: paced and accounted, published nowhere."""
+
+    def __init__(
+        self,
+        *,
+        audio: PcmFormat,
+        video: VideoSpec,
+        ledger: PlaybackLedger,
+        room: RoomSpec | None,
+        lead_ms: int = 80,
+        on_disconnected: Callable[[str], None] | None = None,
+    ) -> None:
+        self._fmt = audio
+        self._video = video
+        self._ledger = ledger
+        self._room_spec = room
+        self._lead_s = lead_ms / 1000.0
+        self._on_disconnected = on_disconnected
+        self._lock = asyncio.Lock()
+        self._audio_source: rtc.AudioSource | None = None
+        self._video_source: rtc.VideoSource | None = None
+        self._av_sync: rtc.AVSynchronizer | None = None
+        self._room: rtc.Room | None = None
+        self._closing = False
+        self.first_frame = asyncio.get_running_loop().create_future()
+
+    @property
+    def room(self) -> rtc.Room | None:
+        """The connected room, or None when headless or not yet joined."""
+        return self._room
+
+    async def start(self) -> None:
+        """Create the media sources; join the room and publish both tracks unless headless."""
+        self._audio_source = rtc.AudioSource(
+            self._fmt.sample_rate, self._fmt.channels, queue_size_ms=max(200, int(self._lead_s * 4000))
+        )
+        self._video_source = rtc.VideoSource(self._video.width, self._video.height)
+        self._av_sync = rtc.AVSynchronizer(
+            audio_source=self._audio_source,
+            video_source=self._video_source,
+            video_fps=self._video.fps,
+            video_queue_size_ms=100,
+        )
+        if self._room_spec is not None:
+            await self._join(self._room_spec)
+
+    async def _join(self, spec: RoomSpec) -> None:
+        assert self._audio_source is not None and self._video_source is not None
+        room = rtc.Room()
+        room.on("disconnected", self._disconnected)
+        self._room = room
+        try:
+            await room.connect(spec.url, spec.token, rtc.RoomOptions(auto_subscribe=False))
+            audio_track = rtc.LocalAudioTrack.create_audio_track(AUDIO_TRACK_NAME, self._audio_source)
+            video_track = rtc.LocalVideoTrack.create_video_track(VIDEO_TRACK_NAME, self._video_source)
+            await room.local_participant.publish_track(
+                audio_track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+            )
+            await room.local_participant.publish_track(
+                video_track,
+                rtc.TrackPublishOptions(
+                    source=rtc.TrackSource.SOURCE_CAMERA,
+                    simulcast=False,
+                    video_encoding=rtc.VideoEncoding(max_framerate=self._video.fps, max_bitrate=1_500_000),
+                ),
+            )
+        except Exception as exc:
+            # rtc errors can echo the URL with the token as a query parameter: never pass their text on.
+            log.warning("avatar %s could not join room %s: %s", spec.avatar_identity, spec.room_name,
+                        type(exc).__name__)
+            raise RoomJoinError(f"the avatar could not join room {spec.room_name!r}") from None
+
+    def _disconnected(self, reason: object) -> None:
+        if self._closing or self._on_disconnected is None:
+            return
+        self._on_disconnected(str(reason))
+
+    async def run(self, frames: AsyncIterator[AvatarFrame]) -> None:
+        """Pull frames and publish them in real time until cancelled or the provider fails."""
+        assert self._audio_source is not None and self._av_sync is not None
+        source, av_sync, ledger = self._audio_source, self._av_sync, self._ledger
+        rate, channels = self._fmt.sample_rate, self._fmt.channels
+        frame_duration = 1.0 / self._video.fps
+        async for frame in frames:
+            async with self._lock:
+                samples = frame.audio.shape[0] // channels
+                if not ledger.frame_pushed(samples, frame.segment_id, frame.segment_samples, frame.segment_done):
+                    frame.audio = np.zeros_like(frame.audio)
+                elif frame.underrun:
+                    ledger.count_underrun(frame.segment_id)
+                audio = rtc.AudioFrame(frame.audio.tobytes(), rate, channels, samples)
+                await av_sync.push(frame.video)
+                await av_sync.push(audio)
+                ledger.heard_up_to(self._heard())
+            if not self.first_frame.done():
+                self.first_frame.set_result(None)
+            ahead = source.queued_duration
+            if ahead > self._lead_s:
+                await asyncio.sleep(min(ahead - self._lead_s, frame_duration))
+        raise ProviderError("the provider stopped producing frames", retryable=True)
+
+    def _heard(self) -> int:
+        assert self._audio_source is not None
+        queued = round(self._audio_source.queued_duration * self._fmt.sample_rate)
+        return max(0, self._ledger.pushed - queued)
+
+    async def interrupt(self) -> None:
+        """Finish every open segment as interrupted at its heard position and drop everything queued."""
+        async with self._lock:
+            self._ledger.interrupt(self._heard())
+            if self._av_sync is not None:
+                await self._av_sync.clear_queue()
+
+    def playout_position(self) -> int:
+        """Output samples heard so far."""
+        return self._heard() if self._audio_source is not None else 0
+
+    async def aclose(self) -> None:
+        """Stop publishing, leave the room, release the sources. Idempotent."""
+        self._closing = True
+        av_sync, self._av_sync = self._av_sync, None
+        if av_sync is not None:
+            await av_sync.aclose()
+            with contextlib.suppress(asyncio.CancelledError):
+                await av_sync._capture_video_task  # aclose only cancels it
+        room, self._room = self._room, None
+        if room is not None:
+            with contextlib.suppress(Exception):
+                await room.disconnect()
+        for src in (self._audio_source, self._video_source):
+            if src is not None:
+                await src.aclose()
+        self._audio_source = self._video_source = None
