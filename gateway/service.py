@@ -71,9 +71,10 @@ class AvatarProviderService(pb_grpc.AvatarProviderServicer):
                 if snapshot != last:
                     await context.write(pb.WatchSessionResponse(session=session_pb(session)))
                     last = snapshot
-                if session.state in TERMINAL:
+                if snapshot[0] in TERMINAL:
                     return
-                await changes.get()
+                if session.state is snapshot[0]:
+                    await changes.get()
         finally:
             session.unwatch(changes)
 

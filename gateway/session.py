@@ -112,6 +112,8 @@ class AvatarSession:
         self._started_mono = time.monotonic()
         self._wake_timer = asyncio.Event()
         self._drained = asyncio.Event()
+        self._detached = asyncio.Event()
+        self._detached.set()
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     async def start(self, spec: SessionSpec, *, headless: bool, lead_ms: int, timeout_s: float) -> None:
@@ -257,12 +259,18 @@ class AvatarSession:
         if self._sink is not None:
             return None
         self._sink = StreamSink()
+        self._detached.clear()
         return self._sink
 
     def detach(self, sink: StreamSink) -> None:
         """Unbind a stream (its segments must all be finished)."""
         if self._sink is sink:
             self._sink = None
+            self._detached.set()
+
+    async def wait_detached(self) -> None:
+        """Until no audio stream is attached."""
+        await self._detached.wait()
 
     def touch(self) -> None:
         """Audio arrived: the session is not idle."""
@@ -279,6 +287,11 @@ class AvatarSession:
             self._drained.set()
         if self._sink is not None:
             self._sink.events.put_nowait(event)
+
+    @property
+    def publisher(self) -> RoomPublisher | None:
+        """The room publisher (None before start and after end)."""
+        return self._publisher
 
     @property
     def provider(self) -> ProviderSession | None:

@@ -62,6 +62,11 @@ class RoomPublisher:
         self.first_frame = asyncio.get_running_loop().create_future()
 
     @property
+    def av_sync(self) -> rtc.AVSynchronizer | None:
+        """The synchronizer (for measurements)."""
+        return self._av_sync
+
+    @property
     def room(self) -> rtc.Room | None:
         """The connected room, or None when headless or not yet joined."""
         return self._room
@@ -118,6 +123,7 @@ class RoomPublisher:
         source, av_sync, ledger = self._audio_source, self._av_sync, self._ledger
         rate, channels = self._fmt.sample_rate, self._fmt.channels
         frame_duration = 1.0 / self._video.fps
+        index = 0
         async for frame in frames:
             async with self._lock:
                 samples = frame.audio.shape[0] // channels
@@ -126,9 +132,11 @@ class RoomPublisher:
                 elif frame.underrun:
                     ledger.count_underrun(frame.segment_id)
                 audio = rtc.AudioFrame(frame.audio.tobytes(), rate, channels, samples)
-                await av_sync.push(frame.video)
-                await av_sync.push(audio)
+                # timestamps: the video frame's start and the audio's end, on the stream's own clock
+                await av_sync.push(frame.video, index * frame_duration)
+                await av_sync.push(audio, ledger.pushed / rate)
                 ledger.heard_up_to(self._heard())
+                index += 1
             if not self.first_frame.done():
                 self.first_frame.set_result(None)
             ahead = source.queued_duration
