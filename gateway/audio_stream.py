@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ from avatar.v1 import session_pb2
 from google.protobuf import duration_pb2
 
 from gateway import errors
+from gateway.metrics import GatewayMetrics
 from gateway.resample import Resampler
 from gateway.session import AvatarSession, SessionEndedEvent, State, StreamSink
 from providers.base import PcmFormat
@@ -75,7 +77,7 @@ class AudioStream:
     """One StreamAudio call bound to one session."""
 
     def __init__(self, session: AvatarSession, sink: StreamSink, fmt: PcmFormat, *, max_buffered_s: float,
-                 max_chunk_bytes: int) -> None:
+                 max_chunk_bytes: int, metrics: GatewayMetrics | None = None) -> None:
         self.session = session
         self._sink = sink
         self._fmt = fmt
@@ -87,6 +89,7 @@ class AudioStream:
         self._current: int | None = None  # open segment (ledger id)
         self._resampler: Resampler | None = None
         self._count = 0
+        self._metrics = metrics or GatewayMetrics()
 
     def notify(self, event: GoAwayEvent) -> None:
         """Queue a gateway-level event for this stream's client."""
@@ -115,7 +118,8 @@ class AudioStream:
         if self.session.state is not State.ACTIVE:
             return  # the session is ending: the SessionEnded event is on its way
         if kind == "audio":
-            await self._audio(req.audio.pcm)
+            received = time.perf_counter_ns()
+            await self._audio(req.audio.pcm, received)
         elif kind == "segment_end":
             await self._end_segment()
         elif kind == "clear_buffer":
@@ -138,7 +142,7 @@ class AudioStream:
         self._resampler = Resampler(self._fmt, self.session.provider_format)
         return seg
 
-    async def _audio(self, pcm: bytes) -> None:
+    async def _audio(self, pcm: bytes, received_ns: int) -> None:
         if len(pcm) > self._max_chunk:
             raise errors.resource_exhausted(
                 f"audio chunk of {len(pcm)} bytes is over the {self._max_chunk}-byte limit",
@@ -160,6 +164,9 @@ class AudioStream:
         out = self._resampler.push(pcm)
         if out.size:
             await self.session.push_audio(seg, out)
+        metrics = self._metrics
+        metrics.chunks += 1
+        metrics.hop.record(time.perf_counter_ns() - received_ns)
 
     async def _end_segment(self) -> None:
         seg = self._current if self._current is not None else self._open()

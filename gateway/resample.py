@@ -19,17 +19,22 @@ class Resampler:
         self._identity = src == dst
         self._pts = 0
         self._resampler: av.AudioResampler | None = None
+        self._frames: dict[int, av.AudioFrame] = {}
         if not self._identity:
             self._resampler = av.AudioResampler(format="s16", layout=_LAYOUTS[dst.channels], rate=dst.sample_rate)
 
     def push(self, pcm: bytes) -> np.ndarray:
         """Convert a chunk (whole sample frames). Returns int16 interleaved samples in `dst`."""
-        samples = np.frombuffer(pcm, dtype="<i2")
         if self._resampler is None:
-            return samples
-        n = samples.size // self._src.channels
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout=_LAYOUTS[self._src.channels])
-        frame.sample_rate = self._src.sample_rate
+            return np.frombuffer(pcm, dtype="<i2")
+        n = len(pcm) // (2 * self._src.channels)
+        frame = self._frames.get(n)
+        if frame is None:
+            frame = av.AudioFrame(format="s16", layout=_LAYOUTS[self._src.channels], samples=n)
+            frame.sample_rate = self._src.sample_rate
+            if len(self._frames) < 4:  # chunks usually come in one or two sizes: reuse their frames
+                self._frames[n] = frame
+        frame.planes[0].update(pcm)
         frame.pts = self._pts
         self._pts += n
         return self._collect(self._resampler.resample(frame))
@@ -42,9 +47,9 @@ class Resampler:
         self._resampler = None
         return out
 
-    @staticmethod
-    def _collect(frames: list[av.AudioFrame]) -> np.ndarray:
+    def _collect(self, frames: list[av.AudioFrame]) -> np.ndarray:
         if not frames:
             return np.empty(0, dtype=np.int16)
-        parts = [f.to_ndarray().reshape(-1) for f in frames]
+        channels = self._dst.channels
+        parts = [np.frombuffer(memoryview(f.planes[0]), dtype=np.int16, count=f.samples * channels).copy() for f in frames]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)

@@ -101,7 +101,7 @@ class AvatarProviderService(pb_grpc.AvatarProviderServicer):
                 "STREAM_ALREADY_OPEN", "another StreamAudio call is already open on this session",
                 subject=session.name, violation_type="SESSION_STREAM", metadata={"session": session.name})
         stream = AudioStream(session, sink, fmt, max_buffered_s=self._config.max_buffered_s,
-                             max_chunk_bytes=self._config.max_chunk_bytes)
+                             max_chunk_bytes=self._config.max_chunk_bytes, metrics=self._manager.metrics)
         self._streams.add(stream)
         try:
             await stream.run(requests, context)

@@ -131,6 +131,7 @@ class AvatarSession:
                     ledger=self.ledger,
                     room=None if headless else spec.room,
                     lead_ms=lead_ms,
+                    clock_only=headless,
                     on_disconnected=self._room_lost,
                 )
                 await self._publisher.start()

@@ -14,6 +14,7 @@ from avatar.v1 import avatar_provider_pb2 as pb
 
 from gateway import errors, validation
 from gateway.config import Caller, GatewayConfig
+from gateway.metrics import GatewayMetrics
 from gateway.session import TERMINAL, AvatarSession, EndReason, SessionParams, State
 from gateway.tokens import avatar_identity, mint_avatar_token
 from providers.base import ProviderAdapter, ProviderError, RoomSpec, SessionSpec
@@ -41,6 +42,7 @@ class SessionManager:
         self._ended: OrderedDict[str, None] = OrderedDict()
         self._seq = 0
         self._closing = False
+        self.metrics = GatewayMetrics()
 
     # -- lookups ------------------------------------------------------------------------------------------------
     def resolve(self, caller: Caller, name: str, field: str = "name") -> AvatarSession:

@@ -6,6 +6,7 @@ import re
 import uuid
 
 from avatar.v1 import avatar_provider_pb2 as pb
+from google.protobuf import duration_pb2
 
 from gateway import errors
 from gateway.config import GatewayConfig
@@ -16,6 +17,7 @@ NAME = re.compile(r"^sessions/([a-z0-9][a-z0-9-]{0,62})$")
 LABEL_KEY = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 MAX_LABELS = 32
 MAX_IDENTITY = 256
+MAX_DURATION_S = 315_576_000_000  # the range of google.protobuf.Duration (about 10,000 years)
 
 
 def session_id_from_name(name: str, field: str = "name") -> str:
@@ -67,12 +69,22 @@ def check_video(requested: pb.StartSessionRequest, adapter: ProviderAdapter) -> 
     return video
 
 
+def _seconds(d: duration_pb2.Duration, field: str) -> float:
+    """A Duration in seconds, or INVALID_ARGUMENT if it is outside google.protobuf.Duration's range (such a value
+    would be echoed back in the Session and break its serialization)."""
+    if (abs(d.seconds) > MAX_DURATION_S or abs(d.nanos) >= 1_000_000_000
+            or (d.seconds > 0 > d.nanos) or (d.seconds < 0 < d.nanos)):
+        raise errors.invalid_argument(field, f"{field} is not a valid duration", "INVALID_DURATION")
+    return d.ToNanoseconds() / 1e9
+
+
 def check_timeouts(req: pb.StartSessionRequest, config: GatewayConfig, adapter: ProviderAdapter
                    ) -> tuple[float, float]:
     """(idle timeout, max duration) in seconds."""
     limit = adapter.info.max_session_seconds
-    idle = req.idle_timeout.ToNanoseconds() / 1e9 if req.HasField("idle_timeout") else config.default_idle_timeout_s
-    longest = req.max_duration.ToNanoseconds() / 1e9 if req.HasField("max_duration") else min(
+    idle = _seconds(req.idle_timeout, "idle_timeout") if req.HasField("idle_timeout") else \
+        config.default_idle_timeout_s
+    longest = _seconds(req.max_duration, "max_duration") if req.HasField("max_duration") else min(
         config.default_max_duration_s, limit)
     if idle <= 0:
         raise errors.invalid_argument("idle_timeout", "idle_timeout must be positive", "INVALID_DURATION")

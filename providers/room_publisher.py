@@ -22,6 +22,7 @@ import numpy as np
 from livekit import rtc
 
 from providers.base import AvatarFrame, PcmFormat, ProviderError, RoomSpec, VideoSpec
+from providers.media import MediaOutput, PlayoutClock, SyncedMedia
 from providers.playback import PlaybackLedger
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class RoomPublisher:
         ledger: PlaybackLedger,
         room: RoomSpec | None,
         lead_ms: int = 80,
+        clock_only: bool = False,
         on_disconnected: Callable[[str], None] | None = None,
     ) -> None:
         self._fmt = audio
@@ -52,19 +54,23 @@ class RoomPublisher:
         self._ledger = ledger
         self._room_spec = room
         self._lead_s = lead_ms / 1000.0
+        self._clock_only = clock_only and room is None
         self._on_disconnected = on_disconnected
         self._lock = asyncio.Lock()
-        self._audio_source: rtc.AudioSource | None = None
-        self._video_source: rtc.VideoSource | None = None
-        self._av_sync: rtc.AVSynchronizer | None = None
+        self._media: MediaOutput | None = None
         self._room: rtc.Room | None = None
         self._closing = False
         self.first_frame = asyncio.get_running_loop().create_future()
 
     @property
+    def media(self) -> MediaOutput | None:
+        """Where frames go (for measurements)."""
+        return self._media
+
+    @property
     def av_sync(self) -> rtc.AVSynchronizer | None:
-        """The synchronizer (for measurements)."""
-        return self._av_sync
+        """The synchronizer, unless running on a playout clock."""
+        return self._media.av_sync if isinstance(self._media, SyncedMedia) else None
 
     @property
     def room(self) -> rtc.Room | None:
@@ -72,29 +78,22 @@ class RoomPublisher:
         return self._room
 
     async def start(self) -> None:
-        """Create the media sources; join the room and publish both tracks unless headless."""
-        self._audio_source = rtc.AudioSource(
-            self._fmt.sample_rate, self._fmt.channels, queue_size_ms=max(200, int(self._lead_s * 4000))
-        )
-        self._video_source = rtc.VideoSource(self._video.width, self._video.height)
-        self._av_sync = rtc.AVSynchronizer(
-            audio_source=self._audio_source,
-            video_source=self._video_source,
-            video_fps=self._video.fps,
-            video_queue_size_ms=100,
-        )
+        """Create the media output; join the room and publish both tracks unless headless."""
+        if self._clock_only:
+            self._media = PlayoutClock(self._fmt)
+            return
+        self._media = SyncedMedia(self._fmt, self._video, queue_ms=max(200, int(self._lead_s * 4000)))
         if self._room_spec is not None:
-            await self._join(self._room_spec)
+            await self._join(self._room_spec, self._media)
 
-    async def _join(self, spec: RoomSpec) -> None:
-        assert self._audio_source is not None and self._video_source is not None
+    async def _join(self, spec: RoomSpec, media: SyncedMedia) -> None:
         room = rtc.Room()
         room.on("disconnected", self._disconnected)
         self._room = room
         try:
             await room.connect(spec.url, spec.token, rtc.RoomOptions(auto_subscribe=False))
-            audio_track = rtc.LocalAudioTrack.create_audio_track(AUDIO_TRACK_NAME, self._audio_source)
-            video_track = rtc.LocalVideoTrack.create_video_track(VIDEO_TRACK_NAME, self._video_source)
+            audio_track = rtc.LocalAudioTrack.create_audio_track(AUDIO_TRACK_NAME, media.audio_source)
+            video_track = rtc.LocalVideoTrack.create_video_track(VIDEO_TRACK_NAME, media.video_source)
             await room.local_participant.publish_track(
                 audio_track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
             )
@@ -119,8 +118,8 @@ class RoomPublisher:
 
     async def run(self, frames: AsyncIterator[AvatarFrame]) -> None:
         """Pull frames and publish them in real time until cancelled or the provider fails."""
-        assert self._audio_source is not None and self._av_sync is not None
-        source, av_sync, ledger = self._audio_source, self._av_sync, self._ledger
+        media, ledger = self._media, self._ledger
+        assert media is not None
         rate, channels = self._fmt.sample_rate, self._fmt.channels
         frame_duration = 1.0 / self._video.fps
         index = 0
@@ -131,48 +130,36 @@ class RoomPublisher:
                     frame.audio = np.zeros_like(frame.audio)
                 elif frame.underrun:
                     ledger.count_underrun(frame.segment_id)
-                audio = rtc.AudioFrame(frame.audio.tobytes(), rate, channels, samples)
                 # timestamps: the video frame's start and the audio's end, on the stream's own clock
-                await av_sync.push(frame.video, index * frame_duration)
-                await av_sync.push(audio, ledger.pushed / rate)
+                await media.push(frame.video, frame.audio, index * frame_duration, ledger.pushed / rate)
                 ledger.heard_up_to(self._heard())
                 index += 1
             if not self.first_frame.done():
                 self.first_frame.set_result(None)
-            ahead = source.queued_duration
+            ahead = media.queued_duration
             if ahead > self._lead_s:
                 await asyncio.sleep(min(ahead - self._lead_s, frame_duration))
         raise ProviderError("the provider stopped producing frames", retryable=True)
 
     def _heard(self) -> int:
-        assert self._audio_source is not None
-        queued = round(self._audio_source.queued_duration * self._fmt.sample_rate)
+        assert self._media is not None
+        queued = round(self._media.queued_duration * self._fmt.sample_rate)
         return max(0, self._ledger.pushed - queued)
 
     async def interrupt(self) -> None:
         """Finish every open segment as interrupted at its heard position and drop everything queued."""
         async with self._lock:
-            self._ledger.interrupt(self._heard())
-            if self._av_sync is not None:
-                await self._av_sync.clear_queue()
-
-    def playout_position(self) -> int:
-        """Output samples heard so far."""
-        return self._heard() if self._audio_source is not None else 0
+            self._ledger.interrupt(self._heard() if self._media is not None else 0)
+            if self._media is not None:
+                await self._media.clear()
 
     async def aclose(self) -> None:
-        """Stop publishing, leave the room, release the sources. Idempotent."""
+        """Stop publishing, leave the room, release the media. Idempotent."""
         self._closing = True
-        av_sync, self._av_sync = self._av_sync, None
-        if av_sync is not None:
-            await av_sync.aclose()
-            with contextlib.suppress(asyncio.CancelledError):
-                await av_sync._capture_video_task  # aclose only cancels it
         room, self._room = self._room, None
         if room is not None:
             with contextlib.suppress(Exception):
                 await room.disconnect()
-        for src in (self._audio_source, self._video_source):
-            if src is not None:
-                await src.aclose()
-        self._audio_source = self._video_source = None
+        media, self._media = self._media, None
+        if media is not None:
+            await media.aclose()

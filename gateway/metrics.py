@@ -1,0 +1,63 @@
+"""In-process metrics: log-bucketed latency histograms with O(1) record and no allocation per sample."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+_PER_DECADE = 40  # bucket width ~6%: percentiles are accurate to a few percent
+_MIN_NS = 100  # 0.1 µs
+_DECADES = 9  # up to 100 s
+
+
+class LatencyHistogram:
+    """Nanosecond latencies in log-spaced buckets."""
+
+    def __init__(self) -> None:
+        self._buckets = [0] * (_PER_DECADE * _DECADES + 1)
+        self.count = 0
+        self.total_ns = 0
+        self.max_ns = 0
+
+    def record(self, ns: int) -> None:
+        """Add one sample."""
+        self.count += 1
+        self.total_ns += ns
+        if ns > self.max_ns:
+            self.max_ns = ns
+        index = 0 if ns <= _MIN_NS else min(len(self._buckets) - 1, int(math.log10(ns / _MIN_NS) * _PER_DECADE) + 1)
+        self._buckets[index] += 1
+
+    def percentile(self, p: float) -> float:
+        """The p-th percentile (0-100) in nanoseconds: the upper edge of the bucket holding it."""
+        if not self.count:
+            return 0.0
+        rank = max(1, math.ceil(self.count * p / 100))
+        seen = 0
+        for index, n in enumerate(self._buckets):
+            seen += n
+            if seen >= rank:
+                return min(float(self.max_ns), _MIN_NS * 10 ** (index / _PER_DECADE))
+        return float(self.max_ns)
+
+    def summary(self) -> dict[str, float]:
+        """count, mean, p50, p90, p99, p999, max (µs)."""
+        mean = self.total_ns / self.count if self.count else 0.0
+        return {
+            "count": self.count,
+            "mean_us": mean / 1e3,
+            "p50_us": self.percentile(50) / 1e3,
+            "p90_us": self.percentile(90) / 1e3,
+            "p99_us": self.percentile(99) / 1e3,
+            "p999_us": self.percentile(99.9) / 1e3,
+            "max_us": self.max_ns / 1e3,
+        }
+
+
+@dataclass
+class GatewayMetrics:
+    """What one gateway process measures about itself."""
+
+    # audio chunk received from the agent -> handed to the provider (validation, resampling, accounting)
+    hop: LatencyHistogram = field(default_factory=LatencyHistogram)
+    chunks: int = 0

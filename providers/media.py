@@ -1,0 +1,95 @@
+"""Where a publisher's paced frames go: LiveKit media sources through rtc.AVSynchronizer, or a playout clock.
+
+`SyncedMedia` is the real thing (rtc.AudioSource + rtc.VideoSource + rtc.AVSynchronizer; published when the
+publisher joins a room, draining in real time either way). `PlayoutClock` models the same real-time audio queue in
+pure Python for headless gateways, where nothing is published and per-session LiveKit sources would only cost CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from abc import ABC, abstractmethod
+
+import numpy as np
+from livekit import rtc
+
+from providers.base import PcmFormat, VideoSpec
+
+
+class MediaOutput(ABC):
+    """A real-time sink for (video frame, audio) pairs."""
+
+    @property
+    @abstractmethod
+    def queued_duration(self) -> float:
+        """Seconds of audio pushed but not yet played out."""
+
+    @abstractmethod
+    async def push(self, video: rtc.VideoFrame, audio: np.ndarray, video_ts: float, audio_ts: float) -> None:
+        """Queue one frame and its audio. Timestamps: the frame's start and the audio's end, stream clock."""
+
+    @abstractmethod
+    async def clear(self) -> None:
+        """Drop everything queued."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Release everything."""
+
+
+class SyncedMedia(MediaOutput):
+    """LiveKit audio and video sources fed through rtc.AVSynchronizer."""
+
+    def __init__(self, audio: PcmFormat, video: VideoSpec, queue_ms: int) -> None:
+        self._fmt = audio
+        self.audio_source = rtc.AudioSource(audio.sample_rate, audio.channels, queue_size_ms=queue_ms)
+        self.video_source = rtc.VideoSource(video.width, video.height)
+        self.av_sync = rtc.AVSynchronizer(
+            audio_source=self.audio_source, video_source=self.video_source, video_fps=video.fps,
+            video_queue_size_ms=100,
+        )
+
+    @property
+    def queued_duration(self) -> float:
+        return self.audio_source.queued_duration
+
+    async def push(self, video: rtc.VideoFrame, audio: np.ndarray, video_ts: float, audio_ts: float) -> None:
+        channels = self._fmt.channels
+        frame = rtc.AudioFrame(audio.tobytes(), self._fmt.sample_rate, channels, audio.shape[0] // channels)
+        await self.av_sync.push(video, video_ts)
+        await self.av_sync.push(frame, audio_ts)
+
+    async def clear(self) -> None:
+        await self.av_sync.clear_queue()
+
+    async def aclose(self) -> None:
+        await self.av_sync.aclose()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.av_sync._capture_video_task  # aclose only cancels it
+        await self.audio_source.aclose()
+        await self.video_source.aclose()
+
+
+class PlayoutClock(MediaOutput):
+    """The audio queue's real-time drain, without any media: queued = end of queued audio - now."""
+
+    def __init__(self, audio: PcmFormat) -> None:
+        self._samples_per_s = audio.sample_rate * audio.channels
+        self._end = 0.0
+        self.frames = 0
+
+    @property
+    def queued_duration(self) -> float:
+        return max(0.0, self._end - time.monotonic())
+
+    async def push(self, video: rtc.VideoFrame, audio: np.ndarray, video_ts: float, audio_ts: float) -> None:
+        self._end = max(self._end, time.monotonic()) + audio.size / self._samples_per_s
+        self.frames += 1
+
+    async def clear(self) -> None:
+        self._end = 0.0
+
+    async def aclose(self) -> None:
+        self._end = 0.0
