@@ -13,6 +13,7 @@ import pytest
 from agent_client import AvatarGatewayClient
 from gateway.config import GatewayConfig
 from gateway.server import GatewayServer
+from providers.registry import ProviderRegistry
 
 SPEECH_RATE = 16000
 
@@ -36,12 +37,13 @@ def chunks(samples: np.ndarray, rate: int = SPEECH_RATE, ms: int = 20, channels:
 
 @pytest.fixture
 async def make_gateway() -> AsyncIterator[Callable[..., object]]:
-    """Start gateways with config overrides; every one is stopped and checked for leaks at teardown."""
+    """Start gateways with config overrides (and optionally a provider registry); every one is stopped and
+    checked for leaks at teardown."""
     servers: list[GatewayServer] = []
 
-    async def start(**overrides: object) -> GatewayServer:
+    async def start(registry: ProviderRegistry | None = None, **overrides: object) -> GatewayServer:
         base = GatewayConfig(listen="127.0.0.1:0", headless=True, shutdown_grace_s=0.0)
-        server = GatewayServer(dataclasses.replace(base, **overrides))  # type: ignore[arg-type]
+        server = GatewayServer(dataclasses.replace(base, **overrides), registry)  # type: ignore[arg-type]
         await server.start()
         servers.append(server)
         return server
@@ -84,3 +86,15 @@ async def start_mock(client: AvatarGatewayClient, **kwargs: object) -> str:
     params.update(kwargs)
     session = await client.start_session("mock", **params)  # type: ignore[arg-type]
     return session.name
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Shut the livekit FFI runtime down while Python is still fully alive.
+
+    Left to its atexit hook, the native runtime can call back into Python (logging) during interpreter
+    finalization, which occasionally aborts the process after every test passed.
+    """
+    from livekit.rtc._ffi_client import FfiClient
+
+    if FfiClient._instance is not None:
+        FfiClient._instance._dispose()

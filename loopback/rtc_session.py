@@ -1,0 +1,395 @@
+"""One participant's WebRTC side: its peer connection(s), SDP negotiation, data channels, subscriptions.
+
+Two signalling modes, as livekit-server has them:
+
+* single peer connection (``/rtc/v1``): the client always offers. Its offers carry recvonly audio/video
+  sections reserved for receiving; a subscribed track is put on a free one (``replaceTrack`` +
+  ``direction='sendonly'``) and announced through ``SessionDescription.mid_to_track_id`` in the next answer.
+  To get that next offer the server sends ``MediaSectionsRequirement`` (the client adds sections and
+  re-offers).
+* two peer connections (``/rtc``): the client's publisher PC offers; the server owns a subscriber PC on
+  which it offers the subscribed tracks.
+
+A sending section is never reused for another track, so msid/mid mappings never change meaning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCRtpTransceiver
+from aiortc import RTCSessionDescription as AiortcDescription
+from aiortc.mediastreams import MediaStreamTrack
+from livekit.protocol import rtc as proto_rtc
+
+from .relay import RelayTrack
+from .sdp import MediaSection, add_rid_extmaps, parse_sections, parse_trickle
+
+logger = logging.getLogger("loopback")
+
+PUBLISHER = proto_rtc.SignalTarget.PUBLISHER
+SUBSCRIBER = proto_rtc.SignalTarget.SUBSCRIBER
+DATA_LABELS = ("_reliable", "_lossy")
+_MAX_QUEUED_DATA = 256
+
+
+class PeerConnectionRegistry:
+    """Creates every RTCPeerConnection (ICE servers off) and knows which are still open."""
+
+    def __init__(self) -> None:
+        self._open: set[RTCPeerConnection] = set()
+
+    def create(self) -> RTCPeerConnection:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self._open.add(pc)
+        return pc
+
+    async def close(self, pc: RTCPeerConnection) -> None:
+        try:
+            await pc.close()
+        finally:
+            self._open.discard(pc)
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    async def close_all(self) -> None:
+        for pc in list(self._open):
+            await self.close(pc)
+
+
+@dataclass
+class Subscription:
+    track_sid: str
+    publisher_sid: str
+    kind: str
+    relay: RelayTrack
+    mid: str | None = None
+    transceiver: RTCRtpTransceiver | None = None
+
+
+@dataclass
+class PublishedSection:
+    """A section the client started sending on: its mid, the msid track id (the AddTrack cid), the track."""
+
+    mid: str
+    cid: str
+    kind: str
+    track: MediaStreamTrack
+
+
+@dataclass
+class OfferResult:
+    answer: proto_rtc.SessionDescription
+    published: list[PublishedSection] = field(default_factory=list)
+    unpublished_mids: list[str] = field(default_factory=list)
+
+
+class RtcSession:
+    def __init__(
+        self,
+        *,
+        name: str,
+        single_pc: bool,
+        registry: PeerConnectionRegistry,
+        send_signal: Callable[[proto_rtc.SignalResponse], None],
+        on_data: Callable[[str, bytes], None],
+        on_connection_state: Callable[[str], None],
+    ) -> None:
+        self.name = name
+        self.single_pc = single_pc
+        self._registry = registry
+        self._send_signal = send_signal
+        self._on_data = on_data
+        self._on_connection_state = on_connection_state
+        self._lock = asyncio.Lock()
+        self._closed = False
+        self._pub_pc: RTCPeerConnection | None = None
+        self._sub_pc: RTCPeerConnection | None = None
+        self._channels: dict[str, RTCDataChannel] = {}
+        self._queued_data: dict[str, list[bytes]] = {}
+        self._publishing: dict[str, str] = {}  # mid -> cid, sections the client currently sends on
+        self._used_mids: set[str] = set()  # sections ever sent or received on: never reused
+        self._subs: dict[str, Subscription] = {}
+        self._pending_subs: list[Subscription] = []
+        self._answered = False
+        self._early_candidates: dict[int, list[str]] = {PUBLISHER: [], SUBSCRIBER: []}
+        self._primary: dict[int, tuple[str, int]] = {}
+        self._sub_negotiating = False
+        self._sub_renegotiate = False
+
+    # ------------------------------------------------------------------ state
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def publisher_state(self) -> str:
+        return self._pub_pc.connectionState if self._pub_pc is not None else "new"
+
+    @property
+    def subscribed_track_sids(self) -> list[str]:
+        return sorted(self._subs)
+
+    @property
+    def peer_connection_count(self) -> int:
+        return sum(pc is not None for pc in (self._pub_pc, self._sub_pc))
+
+    # ------------------------------------------------------------------ peer connections
+    def _ensure_pub_pc(self) -> RTCPeerConnection:
+        if self._pub_pc is None:
+            pc = self._registry.create()
+            self._pub_pc = pc
+
+            @pc.on("datachannel")
+            def on_datachannel(channel: RTCDataChannel) -> None:
+                self._add_channel(channel)
+
+            @pc.on("connectionstatechange")
+            def on_state() -> None:
+                if not self._closed:
+                    self._on_connection_state(pc.connectionState)
+
+        return self._pub_pc
+
+    def _ensure_sub_pc(self) -> RTCPeerConnection:
+        if self._sub_pc is None:
+            self._sub_pc = self._registry.create()
+        return self._sub_pc
+
+    def _add_channel(self, channel: RTCDataChannel) -> None:
+        label = channel.label
+        self._channels[label] = channel
+
+        @channel.on("message")
+        def on_message(message: Any) -> None:
+            if isinstance(message, bytes) and not self._closed:
+                self._on_data(label, message)
+
+        @channel.on("open")
+        def on_open() -> None:
+            self._flush_data(label)
+
+        if channel.readyState == "open":
+            self._flush_data(label)
+
+    # ------------------------------------------------------------------ data
+    def send_data(self, label: str, payload: bytes) -> None:
+        """Send on the client's own data channel with that label (queued until it opens)."""
+        if self._closed:
+            return
+        if label not in DATA_LABELS:
+            label = "_reliable"
+        channel = self._channels.get(label)
+        if channel is not None and channel.readyState == "open":
+            channel.send(payload)
+            return
+        queue = self._queued_data.setdefault(label, [])
+        if len(queue) < _MAX_QUEUED_DATA:
+            queue.append(payload)
+
+    def _flush_data(self, label: str) -> None:
+        channel = self._channels.get(label)
+        queue = self._queued_data.pop(label, [])
+        if channel is None or channel.readyState != "open":
+            if queue:
+                self._queued_data[label] = queue
+            return
+        for payload in queue:
+            channel.send(payload)
+
+    # ------------------------------------------------------------------ client offers (publisher PC)
+    async def handle_offer(self, sdp: str) -> OfferResult:
+        async with self._lock:
+            if self._closed:
+                raise ConnectionError("session closed")
+            pc = self._ensure_pub_pc()
+            sections = parse_sections(sdp)
+            if sections:
+                self._primary[PUBLISHER] = (sections[0].mid, 0)
+            await pc.setRemoteDescription(AiortcDescription(sdp=sdp, type="offer"))
+            await self._flush_candidates(PUBLISHER)
+            result = OfferResult(answer=proto_rtc.SessionDescription(type="answer"))
+            sending = {s.mid: s for s in sections if s.kind in ("audio", "video") and s.sends}
+            for mid, section in sending.items():
+                if mid in self._publishing:
+                    continue
+                transceiver = self._transceiver(pc, mid)
+                if transceiver is None or transceiver.receiver.track is None:
+                    continue
+                self._used_mids.add(mid)
+                result.published.append(
+                    PublishedSection(mid, section.msid_track or "", section.kind, transceiver.receiver.track)
+                )
+            result.unpublished_mids = [mid for mid in self._publishing if mid not in sending]
+            self._publishing = {p.mid: p.cid for p in result.published} | {
+                mid: cid for mid, cid in self._publishing.items() if mid in sending
+            }
+            if self.single_pc:
+                self._assign_pending(pc, sections)
+            answer = await pc.createAnswer()
+            await pc.setLocalDescription(answer)
+            result.answer.sdp = add_rid_extmaps(pc.localDescription.sdp, sdp)
+            for sub in self._subs.values():
+                if sub.mid is not None:
+                    result.answer.mid_to_track_id[sub.mid] = sub.track_sid
+            self._answered = True
+            if self.single_pc:
+                self._request_sections(self._pending_subs)
+            return result
+
+    def _transceiver(self, pc: RTCPeerConnection, mid: str) -> RTCRtpTransceiver | None:
+        return next((t for t in pc.getTransceivers() if t.mid == mid), None)
+
+    def _assign_pending(self, pc: RTCPeerConnection, sections: list[MediaSection]) -> None:
+        free = [
+            s
+            for s in sections
+            if s.kind in ("audio", "video") and s.direction == "recvonly" and s.mid not in self._used_mids
+        ]
+        for sub in list(self._pending_subs):
+            section = next((s for s in free if s.kind == sub.kind), None)
+            if section is None:
+                continue
+            transceiver = self._transceiver(pc, section.mid)
+            if transceiver is None:
+                continue
+            free.remove(section)
+            self._used_mids.add(section.mid)
+            self._attach(transceiver, sub)
+            sub.mid = section.mid
+            self._pending_subs.remove(sub)
+
+    @staticmethod
+    def _attach(transceiver: RTCRtpTransceiver, sub: Subscription) -> None:
+        sender = transceiver.sender
+        sender.replaceTrack(sub.relay)
+        # The client matches a received track by its msid stream id "PA_xxx|TR_xxx".
+        sender._stream_id = f"{sub.publisher_sid}|{sub.track_sid}"
+        sender._track_id = sub.track_sid
+        transceiver.direction = "sendonly"
+        sub.transceiver = transceiver
+
+    def _request_sections(self, subs: list[Subscription]) -> None:
+        audios = sum(1 for s in subs if s.kind == "audio")
+        videos = sum(1 for s in subs if s.kind == "video")
+        if audios or videos:
+            self._send_signal(
+                proto_rtc.SignalResponse(
+                    media_sections_requirement=proto_rtc.MediaSectionsRequirement(num_audios=audios, num_videos=videos)
+                )
+            )
+
+    # ------------------------------------------------------------------ subscriptions
+    async def subscribe(self, track_sid: str, publisher_sid: str, relay: RelayTrack) -> bool:
+        async with self._lock:
+            if self._closed or track_sid in self._subs:
+                relay.end()
+                return False
+            sub = Subscription(track_sid, publisher_sid, relay.kind, relay)
+            self._subs[track_sid] = sub
+            if self.single_pc:
+                self._pending_subs.append(sub)
+                if self._answered:
+                    # Only a new client offer can carry the new direction: ask for one.
+                    self._request_sections([sub])
+            else:
+                pc = self._ensure_sub_pc()
+                transceiver = pc.addTransceiver(relay.kind, direction="sendonly")
+                self._attach(transceiver, sub)
+                await self._negotiate_subscriber_locked()
+            return True
+
+    async def unsubscribe(self, track_sid: str) -> None:
+        async with self._lock:
+            sub = self._subs.pop(track_sid, None)
+            if sub is None:
+                return
+            sub.relay.end()
+            if sub in self._pending_subs:
+                self._pending_subs.remove(sub)
+            if sub.transceiver is not None:
+                sub.transceiver.direction = "inactive"
+            if not self.single_pc and not self._closed and sub.transceiver is not None:
+                await self._negotiate_subscriber_locked()
+
+    async def _negotiate_subscriber_locked(self) -> None:
+        pc = self._sub_pc
+        if pc is None or self._closed:
+            return
+        if self._sub_negotiating:
+            self._sub_renegotiate = True
+            return
+        self._sub_negotiating = True
+        self._sub_renegotiate = False
+        offer = await pc.createOffer()
+        await pc.setLocalDescription(offer)
+        sdp = pc.localDescription.sdp
+        sections = parse_sections(sdp)
+        if sections:
+            self._primary[SUBSCRIBER] = (sections[0].mid, 0)
+        self._send_signal(proto_rtc.SignalResponse(offer=proto_rtc.SessionDescription(type="offer", sdp=sdp)))
+
+    async def handle_answer(self, sdp: str) -> None:
+        """The client's answer to a subscriber-PC offer (``/rtc`` mode only)."""
+        async with self._lock:
+            pc = self._sub_pc
+            if pc is None or self._closed or not self._sub_negotiating:
+                return
+            await pc.setRemoteDescription(AiortcDescription(sdp=sdp, type="answer"))
+            await self._flush_candidates(SUBSCRIBER)
+            self._sub_negotiating = False
+            if self._sub_renegotiate:
+                await self._negotiate_subscriber_locked()
+
+    # ------------------------------------------------------------------ ICE
+    async def add_candidate(self, target: int, candidate_init: str) -> None:
+        async with self._lock:
+            if self._closed:
+                return
+            if self.single_pc:
+                target = PUBLISHER
+            pc = self._pub_pc if target == PUBLISHER else self._sub_pc
+            if pc is None or pc.remoteDescription is None:
+                self._early_candidates[target].append(candidate_init)
+                return
+            await self._add_candidate(pc, target, candidate_init)
+
+    async def _flush_candidates(self, target: int) -> None:
+        pc = self._pub_pc if target == PUBLISHER else self._sub_pc
+        queued, self._early_candidates[target] = self._early_candidates[target], []
+        if pc is not None:
+            for candidate_init in queued:
+                await self._add_candidate(pc, target, candidate_init)
+
+    async def _add_candidate(self, pc: RTCPeerConnection, target: int, candidate_init: str) -> None:
+        candidate = parse_trickle(candidate_init)
+        if candidate is None:
+            return
+        # Everything is bundled onto the first section's transport.
+        primary = self._primary.get(target)
+        if primary is not None:
+            candidate.sdpMid, candidate.sdpMLineIndex = primary
+        try:
+            await pc.addIceCandidate(candidate)
+        except Exception:  # a bad candidate must not end the session
+            logger.debug("%s: ignoring ICE candidate %r", self.name, candidate_init, exc_info=True)
+
+    # ------------------------------------------------------------------ close
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for sub in self._subs.values():
+            sub.relay.end()
+        self._subs.clear()
+        self._pending_subs.clear()
+        self._queued_data.clear()
+        self._channels.clear()
+        for pc in (self._sub_pc, self._pub_pc):
+            if pc is not None:
+                await self._registry.close(pc)

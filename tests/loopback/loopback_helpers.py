@@ -1,0 +1,163 @@
+"""Shared helpers for the loopback server tests (imported by conftest.py and the test modules)."""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from livekit import rtc
+
+from loopback import not_in_namespace_reason
+
+# The test secret is deliberately short; PyJWT warns about that on every token.
+warnings.filterwarnings("ignore", message="The HMAC key is .* bytes long")
+
+API_KEY = "devkey"
+API_SECRET = "loopback-test-secret-0123456789abcdef"
+TIMEOUT = 20.0
+
+requires_netns = pytest.mark.skipif(not_in_namespace_reason() is not None, reason=not_in_namespace_reason() or "")
+
+
+class Events:
+    """Records a Room's events in order so tests can wait on them (no sleeps)."""
+
+    NAMES = (
+        "participant_connected",
+        "participant_disconnected",
+        "track_published",
+        "track_unpublished",
+        "track_subscribed",
+        "track_unsubscribed",
+        "track_muted",
+        "track_unmuted",
+        "data_received",
+        "disconnected",
+        "participant_attributes_changed",
+        "participant_metadata_changed",
+    )
+
+    def __init__(self, room: rtc.Room) -> None:
+        self.log: list[tuple[str, tuple[Any, ...]]] = []
+        self._changed = asyncio.Event()
+        for name in self.NAMES:
+            room.on(name, self._recorder(name))  # type: ignore[arg-type]
+
+    def _recorder(self, name: str) -> Callable[..., None]:
+        def record(*args: Any) -> None:
+            self.log.append((name, args))
+            self._changed.set()
+
+        return record
+
+    async def wait(
+        self,
+        name: str,
+        predicate: Callable[..., bool] = lambda *a: True,
+        timeout: float = TIMEOUT,  # noqa: ASYNC109 - deadline for the whole wait
+    ) -> tuple[Any, ...]:
+        """The first recorded ``name`` event whose args satisfy ``predicate`` (waits for it if needed)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                for event, args in self.log:
+                    if event == name and predicate(*args):
+                        return args
+                self._changed.clear()
+                await self._changed.wait()
+
+
+class Client:
+    def __init__(self, room: rtc.Room, identity: str) -> None:
+        self.room = room
+        self.identity = identity
+        self.events = Events(room)
+
+    @property
+    def local(self) -> rtc.LocalParticipant:
+        return self.room.local_participant
+
+
+ConnectFn = Callable[..., Awaitable[Client]]
+
+
+# ---------------------------------------------------------------------- media sources and checks
+SAMPLE_RATE = 48000
+TONE_HZ = 440.0
+WIDTH, HEIGHT = 320, 240
+COLOR = (200, 40, 120)
+
+
+async def feed_tone(source: rtc.AudioSource, freq: float = TONE_HZ, amplitude: int = 8000) -> None:
+    """Push a sine tone forever (capture_frame paces itself in real time)."""
+    import numpy as np
+
+    n = SAMPLE_RATE // 100
+    t = 0
+    while True:
+        samples = amplitude * np.sin(2 * np.pi * freq * (np.arange(n) + t) / SAMPLE_RATE)
+        t += n
+        frame = rtc.AudioFrame(samples.astype(np.int16).tobytes(), SAMPLE_RATE, 1, n)
+        await source.capture_frame(frame)
+
+
+async def feed_video(source: rtc.VideoSource, color: tuple[int, int, int] = COLOR, fps: int = 30) -> None:
+    """Push solid-colour RGBA frames at ``fps`` (the sleep paces a media source, it syncs nothing)."""
+    rgba = bytes([*color, 255]) * (WIDTH * HEIGHT)
+    while True:
+        source.capture_frame(rtc.VideoFrame(WIDTH, HEIGHT, rtc.VideoBufferType.RGBA, rgba))
+        await asyncio.sleep(1 / fps)
+
+
+async def tone_stats(track: rtc.Track, frames: int = 50, skip: int = 20) -> tuple[float, float]:
+    """(RMS, dominant frequency in Hz) of ``frames`` 10 ms frames received on ``track``."""
+    import numpy as np
+
+    stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1)
+    chunks: list[Any] = []
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            async for event in stream:
+                data = np.frombuffer(event.frame.data, dtype=np.int16).astype(np.float64)
+                if not chunks and skip > 0:  # wait for sound, then let jitter buffers settle
+                    if np.abs(data).max() > 100:
+                        skip -= 1
+                    continue
+                chunks.append(data)
+                if len(chunks) >= frames:
+                    break
+    finally:
+        await stream.aclose()
+    signal = np.concatenate(chunks)
+    rms = float(np.sqrt(np.mean(signal**2)))
+    spectrum = np.abs(np.fft.rfft(signal * np.hanning(len(signal))))
+    peak = float(np.fft.rfftfreq(len(signal), 1 / SAMPLE_RATE)[int(np.argmax(spectrum))])
+    return rms, peak
+
+
+async def first_video_frames(track: rtc.Track, count: int = 5) -> list[rtc.VideoFrame]:
+    """``count`` frames received on ``track``, converted to RGBA."""
+    stream = rtc.VideoStream(track)
+    frames: list[rtc.VideoFrame] = []
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            async for event in stream:
+                frames.append(event.frame.convert(rtc.VideoBufferType.RGBA))
+                if len(frames) >= count:
+                    break
+    finally:
+        await stream.aclose()
+    return frames
+
+
+def mean_color(frame: rtc.VideoFrame) -> tuple[float, float, float]:
+    """Mean RGB of the central quarter of an RGBA frame."""
+    import numpy as np
+
+    pixels = np.frombuffer(frame.data, dtype=np.uint8).reshape(frame.height, frame.width, 4)
+    h, w = frame.height, frame.width
+    centre = pixels[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4, :3].reshape(-1, 3).astype(np.float64)
+    r, g, b = centre.mean(axis=0)
+    return float(r), float(g), float(b)
