@@ -79,6 +79,7 @@ class AvatarGatewayClient:
         labels: Mapping[str, str] | None = None,
         request_id: str | None = None,
         session_id: str = "",
+        video_delay: float | None = None,
     ) -> Session:
         """Start a session; returns it ACTIVE. A request_id is generated when none is given, so a retry of this
         call with the same id is safe."""
@@ -96,6 +97,8 @@ class AvatarGatewayClient:
             req.idle_timeout.CopyFrom(_duration(idle_timeout))
         if max_duration is not None:
             req.max_duration.CopyFrom(_duration(max_duration))
+        if video_delay is not None:
+            req.video_delay.CopyFrom(_duration(video_delay))
         resp = await self._unary("StartSession", req)
         return resp.session  # type: ignore[no-any-return]
 

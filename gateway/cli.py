@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--livekit-url", help="LiveKit server URL (env LIVEKIT_URL)")
     serve.add_argument("--headless", action="store_true", default=None,
                        help="publish nowhere: sessions render, pace and account without LiveKit (development)")
+    serve.add_argument("--video-delay-ms", type=int, help="default video delay behind audio, ms (env "
+                       "AVATAR_GATEWAY_VIDEO_DELAY_MS; default 0)")
     serve.add_argument("--max-sessions", type=int, help="most concurrent sessions")
     serve.add_argument("--idle-timeout", type=float, dest="default_idle_timeout_s",
                        help="default idle timeout in seconds")

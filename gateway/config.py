@@ -34,6 +34,8 @@ class GatewayConfig:
     max_sessions: int = 1000
     max_buffered_s: float = 120.0
     lead_ms: int = 80
+    # default StartSessionRequest.video_delay: how much later than its audio video leaves the gateway
+    video_delay_ms: int = 0
     shutdown_grace_s: float = 10.0
     start_timeout_s: float = 30.0
     ended_retention: int = 1000
@@ -76,6 +78,7 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Gatew
         "headless": _flag(env.get("AVATAR_GATEWAY_HEADLESS")),
         "api_keys": parse_api_keys(env.get("AVATAR_GATEWAY_API_KEYS", "")),
         "log_json": _flag(env.get("AVATAR_GATEWAY_LOG_JSON")),
+        "video_delay_ms": int(env.get("AVATAR_GATEWAY_VIDEO_DELAY_MS", "0")),
     }
     extra = env.get("AVATAR_GATEWAY_LIVEKIT_EXTRA_URLS", "")
     values["livekit_extra_urls"] = tuple(u.strip() for u in extra.split(",") if u.strip())

@@ -43,6 +43,7 @@ def session_pb(s: AvatarSession) -> pb.Session:
         video=video_pb(p.video),
         idle_timeout=duration(p.idle_timeout_s),
         max_duration=duration(p.max_duration_s),
+        video_delay=duration(p.video_delay_s),
         labels=p.labels,
         state=int(s.state),  # type: ignore[arg-type]
         avatar_identity=s.avatar_identity,

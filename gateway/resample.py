@@ -51,5 +51,7 @@ class Resampler:
         if not frames:
             return np.empty(0, dtype=np.int16)
         channels = self._dst.channels
-        parts = [np.frombuffer(memoryview(f.planes[0]), dtype=np.int16, count=f.samples * channels).copy() for f in frames]
+        parts = [
+            np.frombuffer(memoryview(f.planes[0]), dtype=np.int16, count=f.samples * channels).copy() for f in frames
+        ]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)

@@ -107,6 +107,9 @@ class AvatarProviderService(pb_grpc.AvatarProviderServicer):
             await stream.run(requests, context)
         finally:
             self._streams.discard(stream)
+            # run() detaches when it ends, but not if it fails before its own try (writing `ready` to a call that
+            # was just cancelled): the session would refuse every later stream with STREAM_ALREADY_OPEN
+            session.detach(sink)
 
     async def ListProviders(self, request: pb.ListProvidersRequest, context: Ctx) -> pb.ListProvidersResponse:
         self._caller(context)

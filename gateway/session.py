@@ -66,6 +66,7 @@ class SessionParams:
     idle_timeout_s: float
     max_duration_s: float
     labels: dict[str, str] = field(default_factory=dict)
+    video_delay_s: float = 0.0
 
 
 class StreamSink:
@@ -131,6 +132,7 @@ class AvatarSession:
                     ledger=self.ledger,
                     room=None if headless else spec.room,
                     lead_ms=lead_ms,
+                    video_delay_ms=round(self.params.video_delay_s * 1000),
                     clock_only=headless,
                     on_disconnected=self._room_lost,
                 )

@@ -110,6 +110,11 @@ class SessionManager:
             self._requests[request_id] = _Pending(_fingerprint(req), caller.principal, future)
         try:
             await self._start(session, adapter)
+            if self._closing:
+                # shutdown may have ended the session while it was STARTING; a start that completes afterwards
+                # must not leave it ACTIVE with running tasks (shutdown would wait for them forever)
+                await session.end(EndReason.SERVER_SHUTDOWN, "the gateway is shutting down")
+                raise errors.unavailable("the gateway is shutting down", "SHUTTING_DOWN", 1.0)
         except BaseException as exc:
             if request_id:
                 del self._requests[request_id]  # a failed start frees the id: a retry starts afresh
@@ -137,6 +142,7 @@ class SessionManager:
         video = validation.check_video(req, adapter)
         idle, longest = validation.check_timeouts(req, self.config, adapter)
         labels = validation.check_labels(dict(req.labels))
+        video_delay = validation.check_video_delay(req, self.config)
         validation.check_options(req, adapter)
         session_id = validation.check_session_id(req.session_id) if req.session_id else str(uuid.uuid4())
         info = adapter.info
@@ -151,7 +157,7 @@ class SessionManager:
         return SessionParams(
             session_id=session_id, owner=caller.principal, provider=info.name, room_url=url,
             room_name=req.room.room_name, agent_identity=req.room.agent_identity, avatar_id=req.avatar_id,
-            video=video, idle_timeout_s=idle, max_duration_s=longest, labels=labels,
+            video=video, idle_timeout_s=idle, max_duration_s=longest, labels=labels, video_delay_s=video_delay,
         )
 
     async def _start(self, session: AvatarSession, adapter: ProviderAdapter) -> None:

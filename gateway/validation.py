@@ -95,6 +95,16 @@ def check_timeouts(req: pb.StartSessionRequest, config: GatewayConfig, adapter: 
     return idle, longest
 
 
+def check_video_delay(req: pb.StartSessionRequest, config: GatewayConfig) -> float:
+    """The session's video delay in seconds."""
+    if not req.HasField("video_delay"):
+        return config.video_delay_ms / 1000
+    delay = req.video_delay.ToNanoseconds() / 1e9
+    if not 0 <= delay <= 0.5:
+        raise errors.invalid_argument("video_delay", "video_delay must be 0 to 500 ms", "INVALID_DURATION")
+    return delay
+
+
 def check_labels(labels: dict[str, str]) -> dict[str, str]:
     """Labels within their limits."""
     if len(labels) > MAX_LABELS:

@@ -19,7 +19,7 @@ from providers.base import PcmFormat, VideoSpec
 
 
 class MediaOutput(ABC):
-    """A real-time sink for (video frame, audio) pairs."""
+    """A real-time sink for audio and the video frames that go with it."""
 
     @property
     @abstractmethod
@@ -27,8 +27,12 @@ class MediaOutput(ABC):
         """Seconds of audio pushed but not yet played out."""
 
     @abstractmethod
-    async def push(self, video: rtc.VideoFrame, audio: np.ndarray, video_ts: float, audio_ts: float) -> None:
-        """Queue one frame and its audio. Timestamps: the frame's start and the audio's end, stream clock."""
+    async def push_audio(self, audio: np.ndarray, end_ts: float) -> None:
+        """Queue int16 interleaved audio; `end_ts` is its end on the stream's clock."""
+
+    @abstractmethod
+    async def push_video(self, video: rtc.VideoFrame, ts: float) -> None:
+        """Show a frame now (the caller releases each frame when its audio starts playing)."""
 
     @abstractmethod
     async def clear(self) -> None:
@@ -55,11 +59,13 @@ class SyncedMedia(MediaOutput):
     def queued_duration(self) -> float:
         return self.audio_source.queued_duration
 
-    async def push(self, video: rtc.VideoFrame, audio: np.ndarray, video_ts: float, audio_ts: float) -> None:
+    async def push_audio(self, audio: np.ndarray, end_ts: float) -> None:
         channels = self._fmt.channels
         frame = rtc.AudioFrame(audio.tobytes(), self._fmt.sample_rate, channels, audio.shape[0] // channels)
-        await self.av_sync.push(video, video_ts)
-        await self.av_sync.push(frame, audio_ts)
+        await self.av_sync.push(frame, end_ts)
+
+    async def push_video(self, video: rtc.VideoFrame, ts: float) -> None:
+        await self.av_sync.push(video, ts)
 
     async def clear(self) -> None:
         await self.av_sync.clear_queue()
@@ -84,8 +90,10 @@ class PlayoutClock(MediaOutput):
     def queued_duration(self) -> float:
         return max(0.0, self._end - time.monotonic())
 
-    async def push(self, video: rtc.VideoFrame, audio: np.ndarray, video_ts: float, audio_ts: float) -> None:
+    async def push_audio(self, audio: np.ndarray, end_ts: float) -> None:
         self._end = max(self._end, time.monotonic()) + audio.size / self._samples_per_s
+
+    async def push_video(self, video: rtc.VideoFrame, ts: float) -> None:
         self.frames += 1
 
     async def clear(self) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 
 import numpy as np
@@ -46,6 +47,7 @@ class RoomPublisher:
         ledger: PlaybackLedger,
         room: RoomSpec | None,
         lead_ms: int = 80,
+        video_delay_ms: int = 0,
         clock_only: bool = False,
         on_disconnected: Callable[[str], None] | None = None,
     ) -> None:
@@ -54,10 +56,15 @@ class RoomPublisher:
         self._ledger = ledger
         self._room_spec = room
         self._lead_s = lead_ms / 1000.0
+        self._video_delay = audio.sample_rate * video_delay_ms // 1000
         self._clock_only = clock_only and room is None
         self._on_disconnected = on_disconnected
         self._lock = asyncio.Lock()
         self._media: MediaOutput | None = None
+        # video frames waiting for their audio to start playing: (first output sample, frame, timestamp)
+        self._video_line: deque[tuple[int, rtc.VideoFrame, float]] = deque()
+        self._video_ready = asyncio.Event()
+        self.videos_released = 0
         self._room: rtc.Room | None = None
         self._closing = False
         self.first_frame = asyncio.get_running_loop().create_future()
@@ -117,29 +124,58 @@ class RoomPublisher:
         self._on_disconnected(str(reason))
 
     async def run(self, frames: AsyncIterator[AvatarFrame]) -> None:
-        """Pull frames and publish them in real time until cancelled or the provider fails."""
+        """Pull frames and publish them in real time until cancelled or the provider fails.
+
+        Audio goes to the media output at once (its queue paces us); each video frame waits in a delay line and
+        is released exactly when its audio starts to play, so both leave the gateway together.
+        """
         media, ledger = self._media, self._ledger
         assert media is not None
         rate, channels = self._fmt.sample_rate, self._fmt.channels
         frame_duration = 1.0 / self._video.fps
         index = 0
-        async for frame in frames:
-            async with self._lock:
-                samples = frame.audio.shape[0] // channels
-                if not ledger.frame_pushed(samples, frame.segment_id, frame.segment_samples, frame.segment_done):
-                    frame.audio = np.zeros_like(frame.audio)
-                elif frame.underrun:
-                    ledger.count_underrun(frame.segment_id)
-                # timestamps: the video frame's start and the audio's end, on the stream's own clock
-                await media.push(frame.video, frame.audio, index * frame_duration, ledger.pushed / rate)
-                ledger.heard_up_to(self._heard())
-                index += 1
+        releaser = asyncio.get_running_loop().create_task(self._release_video(), name="video-release")
+        try:
+            async for frame in frames:
+                async with self._lock:
+                    samples = frame.audio.shape[0] // channels
+                    start = ledger.pushed
+                    if not ledger.frame_pushed(samples, frame.segment_id, frame.segment_samples, frame.segment_done):
+                        frame.audio = np.zeros_like(frame.audio)
+                    elif frame.underrun:
+                        ledger.count_underrun(frame.segment_id)
+                    await media.push_audio(frame.audio, ledger.pushed / rate)
+                    self._video_line.append((start, frame.video, index * frame_duration))
+                    self._video_ready.set()
+                    ledger.heard_up_to(self._heard())
+                    index += 1
+                ahead = media.queued_duration
+                if ahead > self._lead_s:
+                    await asyncio.sleep(min(ahead - self._lead_s, frame_duration))
+        finally:
+            releaser.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await releaser
+        raise ProviderError("the provider stopped producing frames", retryable=True)
+
+    async def _release_video(self) -> None:
+        media, line, rate = self._media, self._video_line, self._fmt.sample_rate
+        assert media is not None
+        while True:
+            if not line:
+                self._video_ready.clear()
+                await self._video_ready.wait()
+                continue
+            start, video, ts = line[0]
+            wait = (start + self._video_delay - self._heard()) / rate
+            if wait > 0.001:
+                await asyncio.sleep(wait)
+                continue
+            line.popleft()
+            await media.push_video(video, ts)
+            self.videos_released += 1
             if not self.first_frame.done():
                 self.first_frame.set_result(None)
-            ahead = media.queued_duration
-            if ahead > self._lead_s:
-                await asyncio.sleep(min(ahead - self._lead_s, frame_duration))
-        raise ProviderError("the provider stopped producing frames", retryable=True)
 
     def _heard(self) -> int:
         assert self._media is not None
@@ -150,6 +186,7 @@ class RoomPublisher:
         """Finish every open segment as interrupted at its heard position and drop everything queued."""
         async with self._lock:
             self._ledger.interrupt(self._heard() if self._media is not None else 0)
+            self._video_line.clear()
             if self._media is not None:
                 await self._media.clear()
 

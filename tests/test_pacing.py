@@ -21,8 +21,8 @@ from providers.room_publisher import RoomPublisher
 SECONDS = 60
 
 
-async def play_one_segment(fps: int) -> tuple[int, int, float, float, float]:
-    """Returns (frames, samples pushed, segment position s, sync audio end s, sync last video frame s)."""
+async def play_one_segment(fps: int) -> tuple[int, int, int, float, float, float]:
+    """(frames, video frames released, samples pushed, segment position s, sync audio end, sync last video)."""
     rate = MOCK_INFO.audio_format.sample_rate
     finished = asyncio.Event()
     positions: list[int] = []
@@ -54,7 +54,8 @@ async def play_one_segment(fps: int) -> tuple[int, int, float, float, float]:
         assert sync is not None
         async with asyncio.timeout(10):
             await sync.wait_for_playout()
-        return ledger.stats.video_frames, ledger.pushed, positions[0] / rate, sync.last_audio_time, sync.last_video_time
+        return (ledger.stats.video_frames, publisher.videos_released, ledger.pushed, positions[0] / rate,
+                sync.last_audio_time, sync.last_video_time)
     finally:
         runner.cancel()
         await publisher.aclose()
@@ -64,11 +65,14 @@ async def play_one_segment(fps: int) -> tuple[int, int, float, float, float]:
 async def test_sixty_seconds_of_audio_keep_exact_frame_cadence() -> None:
     rate = MOCK_INFO.audio_format.sample_rate
     results = await asyncio.gather(play_one_segment(30), play_one_segment(29))
-    for fps, (frames, samples, position, audio_end, last_video) in zip((30, 29), results, strict=True):
+    for fps, (frames, released, samples, position, audio_end, last_video) in zip((30, 29), results, strict=True):
         assert position == SECONDS, "the whole segment was heard"
         assert frames >= SECONDS * fps
         # frames per second of audio == fps, exactly, however many frames
         assert samples == frames * rate // fps
-        # the synchronizer consumed every frame: its last video frame starts one frame before the audio ends
-        assert last_video == pytest.approx((frames - 1) / fps, abs=1e-9)
-        assert audio_end - last_video == pytest.approx(1 / fps, abs=1 / rate)
+        # the synchronizer showed every released frame, in order, on the audio's own clock: frame k starts at k/fps
+        assert last_video == pytest.approx((released - 1) / fps, abs=1e-9)
+        # the frames still waiting in the delay line when playout stopped are the ones whose audio had not begun:
+        # the audio pushed ends exactly where the unreleased frames' audio ends
+        assert audio_end == pytest.approx(frames / fps, abs=1 / rate)
+        assert 0 < frames - released <= 8

@@ -55,7 +55,7 @@ END_REASON_ROOM_DISCONNECTED: EndReason
 END_REASON_START_FAILED: EndReason
 
 class Session(_message.Message):
-    __slots__ = ("name", "provider", "room", "avatar_id", "video", "idle_timeout", "max_duration", "labels", "state", "avatar_identity", "provider_audio_format", "create_time", "start_time", "end_time", "end_reason", "end_detail", "stats")
+    __slots__ = ("name", "provider", "room", "avatar_id", "video", "idle_timeout", "max_duration", "labels", "state", "avatar_identity", "provider_audio_format", "create_time", "start_time", "end_time", "end_reason", "end_detail", "stats", "video_delay")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +80,7 @@ class Session(_message.Message):
     END_REASON_FIELD_NUMBER: _ClassVar[int]
     END_DETAIL_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_DELAY_FIELD_NUMBER: _ClassVar[int]
     name: str
     provider: str
     room: RoomTarget
@@ -97,7 +98,8 @@ class Session(_message.Message):
     end_reason: EndReason
     end_detail: str
     stats: SessionStats
-    def __init__(self, name: _Optional[str] = ..., provider: _Optional[str] = ..., room: _Optional[_Union[RoomTarget, _Mapping]] = ..., avatar_id: _Optional[str] = ..., video: _Optional[_Union[VideoFormat, _Mapping]] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., state: _Optional[_Union[SessionState, str]] = ..., avatar_identity: _Optional[str] = ..., provider_audio_format: _Optional[_Union[AudioFormat, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_reason: _Optional[_Union[EndReason, str]] = ..., end_detail: _Optional[str] = ..., stats: _Optional[_Union[SessionStats, _Mapping]] = ...) -> None: ...
+    video_delay: _duration_pb2.Duration
+    def __init__(self, name: _Optional[str] = ..., provider: _Optional[str] = ..., room: _Optional[_Union[RoomTarget, _Mapping]] = ..., avatar_id: _Optional[str] = ..., video: _Optional[_Union[VideoFormat, _Mapping]] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., state: _Optional[_Union[SessionState, str]] = ..., avatar_identity: _Optional[str] = ..., provider_audio_format: _Optional[_Union[AudioFormat, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_reason: _Optional[_Union[EndReason, str]] = ..., end_detail: _Optional[str] = ..., stats: _Optional[_Union[SessionStats, _Mapping]] = ..., video_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class RoomTarget(_message.Message):
     __slots__ = ("url", "room_name", "agent_identity")
