@@ -1,4 +1,5 @@
-"""A headless gateway process for benchmarks: SIGUSR1 resets its metrics, SIGTERM writes them as JSON and exits."""
+"""A headless gateway process for benchmarks: prints its port, SIGUSR1 resets its metrics, SIGTERM writes them as
+JSON and exits."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.server import GatewayServer
 
 
-async def main(port_file: Path, metrics_file: Path) -> None:
+async def main(metrics_file: Path) -> None:
     server = GatewayServer(GatewayConfig(listen="127.0.0.1:0", headless=True, max_sessions=5000,
                                          shutdown_grace_s=0.0, default_idle_timeout_s=600))
     port = await server.start()
@@ -27,7 +28,7 @@ async def main(port_file: Path, metrics_file: Path) -> None:
 
     loop.add_signal_handler(signal.SIGUSR1, reset)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    await asyncio.to_thread(port_file.write_text, f"{port}\n")
+    print(port, flush=True)
     await stop.wait()
     m = server.manager.metrics
     summary = {"chunks": m.chunks, "hop": m.hop.summary()}
@@ -37,7 +38,6 @@ async def main(port_file: Path, metrics_file: Path) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--port-file", type=Path, required=True)
     parser.add_argument("--metrics-file", type=Path, required=True)
     args = parser.parse_args()
-    asyncio.run(main(args.port_file, args.metrics_file))
+    asyncio.run(main(args.metrics_file))

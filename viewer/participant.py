@@ -1,0 +1,155 @@
+"""The viewer: a real LiveKit participant that subscribes to an avatar and measures what a user would get."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from livekit import rtc
+
+from providers.mock.face import mouth_opening_i420
+from viewer.mp4 import AUDIO_RATE, Mp4Writer
+from viewer.sync import envelope_level
+
+AUDIO_TRACK = "avatar_audio"
+VIDEO_TRACK = "avatar_video"
+
+
+@dataclass(slots=True)
+class VideoSample:
+    """One received frame: arrival time (monotonic s), mouth opening read from its pixels, size, RTP-derived time."""
+
+    t: float
+    opening: float
+    width: int
+    height: int
+    timestamp_us: int
+
+
+@dataclass
+class Reception:
+    """Everything the viewer measured."""
+
+    video: list[VideoSample] = field(default_factory=list)
+    audio: list[tuple[float, float]] = field(default_factory=list)  # (arrival of a 10 ms chunk's end, level 0..1)
+    audio_samples: int = 0
+    stills: list[tuple[float, bytes, int, int]] = field(default_factory=list)  # every 15th frame, for a contact sheet
+
+    def dropped_frames(self, fps: int) -> int:
+        """Frames missing between the first and last received frame, from the frames' own timestamps."""
+        stamps = [v.timestamp_us for v in self.video]
+        if len(stamps) < 2 or any(b <= a for a, b in itertools.pairwise(stamps)):
+            stamps = [round(v.t * 1e6) for v in self.video]
+        if len(stamps) < 2:
+            return 0
+        period = 1e6 / fps
+        return int(sum(max(0, round((b - a) / period) - 1) for a, b in itertools.pairwise(stamps)))
+
+
+class Viewer:
+    """Joins a room, subscribes to one avatar's `avatar_audio` and `avatar_video`, and records what arrives."""
+
+    def __init__(self, url: str, token: str, *, avatar_identity: str, recorder: Mp4Writer | None = None) -> None:
+        self._url = url
+        self._token = token
+        self.avatar_identity = avatar_identity
+        self.room = rtc.Room()
+        self.recorder = recorder
+        self.rx = Reception()
+        self.first_video_at: float | None = None
+        self.tracks: dict[str, rtc.RemoteTrackPublication] = {}
+        self._have_tracks = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._streams: list[rtc.VideoStream | rtc.AudioStream] = []
+        self.avatar_left = asyncio.Event()
+        self.first_frame = asyncio.Event()
+
+    async def join(self) -> None:
+        """Connect (auto-subscribe) and start consuming the avatar's tracks as they come."""
+        self.room.on("track_subscribed", self._on_track)
+        self.room.on("participant_disconnected", self._on_left)
+        await self.room.connect(self._url, self._token, rtc.RoomOptions(auto_subscribe=True))
+        for p in self.room.remote_participants.values():
+            for pub in p.track_publications.values():
+                if pub.track is not None and isinstance(pub, rtc.RemoteTrackPublication):
+                    self._on_track(pub.track, pub, p)
+
+    def _on_left(self, participant: rtc.RemoteParticipant) -> None:
+        if participant.identity == self.avatar_identity:
+            self.avatar_left.set()
+
+    def _on_track(self, track: rtc.Track, pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+                  ) -> None:
+        if participant.identity != self.avatar_identity or pub.name in self.tracks:
+            return
+        self.tracks[pub.name] = pub
+        if pub.name == VIDEO_TRACK:
+            video = rtc.VideoStream(track, format=rtc.VideoBufferType.I420)
+            self._streams.append(video)
+            self._spawn(self._video(video))
+        elif pub.name == AUDIO_TRACK:
+            audio = rtc.AudioStream.from_track(track=track, sample_rate=AUDIO_RATE, num_channels=1)
+            self._streams.append(audio)
+            self._spawn(self._audio(audio))
+        else:
+            return
+        if {AUDIO_TRACK, VIDEO_TRACK} <= self.tracks.keys():
+            self._have_tracks.set()
+
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def wait_tracks(self) -> None:
+        """Until both avatar tracks are subscribed."""
+        await self._have_tracks.wait()
+
+    async def _video(self, stream: rtc.VideoStream) -> None:
+        rx = self.rx
+        async for ev in stream:
+            now = time.monotonic()
+            frame = ev.frame
+            data = bytes(frame.data)
+            opening = mouth_opening_i420(data, frame.width, frame.height)
+            rx.video.append(VideoSample(now, opening, frame.width, frame.height, ev.timestamp_us))
+            if self.first_video_at is None:
+                self.first_video_at = now
+                self.first_frame.set()
+            if len(rx.video) % 15 == 1:
+                rx.stills.append((now, data, frame.width, frame.height))
+            if self.recorder is not None:
+                await asyncio.to_thread(self.recorder.video, now, data, frame.width, frame.height)
+
+    async def _audio(self, stream: rtc.AudioStream) -> None:
+        rx = self.rx
+        async for ev in stream:
+            now = time.monotonic()
+            samples = np.frombuffer(ev.frame.data, dtype=np.int16).copy()
+            rx.audio.append((now, envelope_level(samples)))
+            rx.audio_samples += samples.size
+            if self.recorder is not None:
+                await asyncio.to_thread(self.recorder.audio, now - samples.size / AUDIO_RATE, samples)
+
+    def audio_level_since(self, t: float) -> float:
+        """Loudest audio level received after time t."""
+        return max((lv for at, lv in self.rx.audio if at >= t), default=0.0)
+
+    def opening_since(self, t: float) -> float:
+        """Widest mouth opening received after time t."""
+        return max((v.opening for v in self.rx.video if v.t >= t), default=0.0)
+
+    async def aclose(self) -> None:
+        """Stop receiving and leave."""
+        for stream in self._streams:
+            with contextlib.suppress(Exception):
+                await stream.aclose()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.room.disconnect()
