@@ -64,6 +64,7 @@ class RoomPublisher:
         # video frames waiting for their audio to start playing: (first output sample, frame, timestamp)
         self._video_line: deque[tuple[int, rtc.VideoFrame, float]] = deque()
         self._video_ready = asyncio.Event()
+        self._wake = asyncio.Event()
         self.videos_released = 0
         self._room: rtc.Room | None = None
         self._closing = False
@@ -151,7 +152,12 @@ class RoomPublisher:
                     index += 1
                 ahead = media.queued_duration
                 if ahead > self._lead_s:
-                    await asyncio.sleep(min(ahead - self._lead_s, frame_duration))
+                    # an interrupt empties the queue: wake at once and refill it with idle frames, so the next
+                    # segment starts on a full queue instead of a burst that would outrun the agent's audio
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(min(ahead - self._lead_s, frame_duration)):
+                            await self._wake.wait()
         finally:
             releaser.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -189,6 +195,7 @@ class RoomPublisher:
             self._video_line.clear()
             if self._media is not None:
                 await self._media.clear()
+            self._wake.set()
 
     async def aclose(self) -> None:
         """Stop publishing, leave the room, release the media. Idempotent."""

@@ -81,6 +81,19 @@ class Mp4Writer:
             container.mux(as_.encode(None))
 
 
+def i420_to_frame(data: bytes, width: int, height: int) -> av.VideoFrame:
+    """Tightly packed I420 bytes as a PyAV frame (copying into its possibly padded planes)."""
+    frame = av.VideoFrame(width, height, "yuv420p")
+    y = width * height
+    c = (width // 2) * (height // 2)
+    planes = (data[:y], data[y : y + c], data[y + c : y + 2 * c])
+    for plane, src, w in zip(frame.planes, planes, (width, width // 2, width // 2), strict=True):
+        rows = len(src) // w
+        buf = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(-1, plane.line_size)
+        buf[:rows, :w] = np.frombuffer(src, dtype=np.uint8).reshape(rows, w)
+    return frame
+
+
 class _Video:
     """A received I420 frame."""
 
@@ -89,14 +102,7 @@ class _Video:
 
     def frame(self, width: int, height: int) -> av.VideoFrame:
         """As a PyAV frame of the file's size."""
-        frame = av.VideoFrame(self.width, self.height, "yuv420p")
-        y = self.width * self.height
-        c = (self.width // 2) * (self.height // 2)
-        planes = (self.data[:y], self.data[y : y + c], self.data[y + c : y + 2 * c])
-        for plane, src, w in zip(frame.planes, planes, (self.width, self.width // 2, self.width // 2), strict=True):
-            rows = len(src) // w
-            buf = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(-1, plane.line_size)
-            buf[:rows, :w] = np.frombuffer(src, dtype=np.uint8).reshape(rows, w)
+        frame = i420_to_frame(self.data, self.width, self.height)
         if (self.width, self.height) != (width, height):
             frame = frame.reformat(width=width, height=height)
         return frame

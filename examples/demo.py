@@ -1,0 +1,139 @@
+"""The main job on the embedded default: everything on this machine, no external service, no API key.
+
+Starts the loopback LiveKit-compatible development server, the gateway (`avatar-gateway serve`, a real separate
+process), a viewer participant that records exactly what a user would see and hear to an MP4 (H.264 + AAC), and the
+example agent, which starts a mock avatar session and speaks a bundled clip with one interruption. Then prints a
+report and writes a contact sheet PNG next to the MP4. Run it as `./run demo` (it needs the network namespace that
+scripts/netns-run makes, because WebRTC ignores loopback interfaces).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+
+from agent_client import AvatarGatewayClient, PlaybackFinished, PlaybackStarted
+from examples.agent import converse
+from loopback import LoopbackServer, loopback_host, not_in_namespace_reason
+from viewer.contact_sheet import contact_sheet
+from viewer.mp4 import Mp4Writer
+from viewer.participant import Viewer
+from viewer.sync import av_offset
+
+ROOM = "demo"
+AGENT = "agent-1"
+API_KEY = "devkey"
+# measured on the loopback path (see BENCHMARKS.md): its receive side holds audio ~110 ms longer than video
+VIDEO_DELAY_MS = 110
+
+
+async def start_gateway(lk: LoopbackServer) -> tuple[asyncio.subprocess.Process, int]:
+    """`avatar-gateway serve` as its own process, configured through the environment like a deployment."""
+    env = dict(os.environ, LIVEKIT_URL=lk.url, LIVEKIT_API_KEY=lk.api_key, LIVEKIT_API_SECRET=lk.api_secret)
+    port_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"avatar-gateway-{os.getpid()}.port"
+    port_file.unlink(missing_ok=True)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", "serve", "--listen", "127.0.0.1:0", "--port-file", str(port_file),
+        "--video-delay-ms", str(VIDEO_DELAY_MS), "--shutdown-grace", "2", env=env)
+    async with asyncio.timeout(30):
+        while not port_file.exists() or not port_file.read_text().strip():
+            if proc.returncode is not None:
+                raise RuntimeError("the gateway exited during start-up")
+            await asyncio.sleep(0.05)
+    port = int(port_file.read_text())
+    port_file.unlink()
+    return proc, port
+
+
+async def demo(out: Path) -> int:
+    mp4_path, sheet_path = out / "avatar.mp4", out / "avatar-contact-sheet.png"
+    async with LoopbackServer(loopback_host(), 0, API_KEY, secrets.token_urlsafe(32)) as lk:
+        print(f"loopback LiveKit development server: {lk.url}")
+        gateway, port = await start_gateway(lk)
+        print(f"gateway: 127.0.0.1:{port} (pid {gateway.pid})")
+        recorder = Mp4Writer(mp4_path, 640, 480, 30)
+        viewer: Viewer | None = None
+        try:
+            async with AvatarGatewayClient(f"127.0.0.1:{port}") as client:
+                t_start = time.monotonic()
+                session = await client.start_session("mock", room_name=ROOM, agent_identity=AGENT)
+                t_active = time.monotonic()
+                print(f"session {session.name}: avatar {session.avatar_identity} ACTIVE after "
+                      f"{(t_active - t_start) * 1000:.0f} ms")
+                viewer = Viewer(lk.url, lk.create_token("viewer", ROOM), avatar_identity=session.avatar_identity,
+                                recorder=recorder)
+                await viewer.join()
+                async with asyncio.timeout(15):
+                    await viewer.wait_tracks()
+                    await viewer.first_frame.wait()
+                assert viewer.first_video_at is not None
+                print("viewer: receiving avatar_audio + avatar_video; the agent speaks:")
+                timeline = await converse(client, session.name)
+                ended = await client.end_session(session.name)
+                async with asyncio.timeout(15):
+                    await viewer.avatar_left.wait()
+                print(f"session ended ({ended.end_detail}); the avatar left the room")
+        finally:
+            if viewer is not None:
+                await viewer.aclose()
+            await asyncio.to_thread(recorder.close)
+            if gateway.returncode is None:
+                gateway.send_signal(signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(20):
+                    await gateway.wait()
+        leftovers = lk.state().rooms
+    rx = viewer.rx
+    first_frame_ms = (viewer.first_video_at - t_start) * 1000
+    report = {"time to first avatar frame at the viewer (from StartSession)": f"{first_frame_ms:.0f} ms"}
+    video = [(v.t, v.opening) for v in rx.video]
+    offset, corr = av_offset(video, rx.audio)
+    report["A/V offset at the viewer (+ = video late)"] = f"{offset * 1000:+.0f} ms (correlation {corr:.2f})"
+    first_voice = next((t for t, lv in rx.audio if t > timeline.first_send and lv > 0.3), None)
+    first_lips = next((v.t for v in rx.video if v.t > timeline.first_send and v.opening > 0.3), None)
+    if first_voice is not None and first_lips is not None:
+        report["audio sent -> voice heard at the viewer"] = f"{(first_voice - timeline.first_send) * 1000:.0f} ms"
+        report["audio sent -> lips moving at the viewer"] = f"{(first_lips - timeline.first_send) * 1000:.0f} ms"
+    fps = 30
+    span = rx.video[-1].t - rx.video[0].t if rx.video else 0.0
+    report["video frames received"] = f"{len(rx.video)} over {span:.1f} s ({len(rx.video) / max(span, 1e-9):.1f} fps)"
+    report["dropped frames"] = str(rx.dropped_frames(fps))
+    report["audio received"] = f"{rx.audio_samples / 48000:.1f} s"
+    starts = [e for _, e in timeline.events if isinstance(e, PlaybackStarted)]
+    finishes = [e for _, e in timeline.events if isinstance(e, PlaybackFinished)]
+    report["playback events"] = f"{len(starts)} started, {len(finishes)} finished: " + ", ".join(
+        f"#{f.segment_id} {f.position:.2f}s{' interrupted' if f.interrupted else ''}" for f in finishes)
+    stills = [(d, w, h) for t, d, w, h in rx.stills if timeline.first_send <= t][::2][:12]
+    if stills:
+        contact_sheet(stills, sheet_path)
+    report["recording"] = f"{mp4_path} ({mp4_path.stat().st_size / 1e6:.1f} MB, H.264 + AAC)"
+    report["contact sheet"] = str(sheet_path) if stills else "(no frames)"
+    report["left on the LiveKit server"] = "nothing" if not leftovers else str(list(leftovers))
+    width = max(len(k) for k in report)
+    print("\nreport")
+    for key, value in report.items():
+        print(f"  {key:<{width}}  {value}")
+    ok = len(finishes) == 2 and finishes[0].interrupted and not finishes[1].interrupted and not leftovers
+    return 0 if ok else 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("out"), help="folder for the MP4 and the contact sheet")
+    args = parser.parse_args()
+    reason = not_in_namespace_reason()
+    if reason is not None:
+        sys.exit(f"demo: {reason} (run it as ./run demo)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    sys.exit(asyncio.run(demo(args.out)))
+
+
+if __name__ == "__main__":
+    main()
