@@ -12,7 +12,7 @@ import numpy as np
 from avatar.v1 import audio_stream_pb2 as pb
 from avatar.v1 import session_pb2
 
-from agent_client.errors import GatewayError, from_rpc_error
+from agent_client.errors import GatewayError, from_rpc_error, from_status
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +59,8 @@ PlaybackEvent = PlaybackStarted | PlaybackFinished | StreamWarning | GoAway | Se
 
 def _event(resp: pb.StreamAudioResponse) -> PlaybackEvent | None:
     kind = resp.WhichOneof("response")
+    if kind == "error":
+        raise from_status(resp.error)
     if kind == "playback_started":
         return PlaybackStarted(resp.playback_started.segment_id)
     if kind == "playback_finished":
@@ -89,6 +91,7 @@ class AudioStream:
         self._segments = 0
         self._open = False
         self._writing = True
+        self._error: GatewayError | None = None
 
     async def open(self) -> AudioStream:
         """Send the config and wait for `ready`."""
@@ -151,10 +154,12 @@ class AudioStream:
         self._call.cancel()
 
     async def _write(self, req: pb.StreamAudioRequest) -> None:
+        if self._error is not None:
+            raise self._error
         try:
             await self._call.write(req)
         except grpc.aio.AioRpcError as err:
-            raise from_rpc_error(err) from None
+            raise self._error or from_rpc_error(err) from None
         except grpc.aio.UsageError:
             raise GatewayError(grpc.StatusCode.CANCELLED, "the stream is closed") from None
 
@@ -174,10 +179,19 @@ class AudioStream:
     async def events(self) -> AsyncIterator[PlaybackEvent]:
         """Every event until the stream ends; raises GatewayError if it ends with an error status."""
         while True:
-            resp = await self._read()
+            try:
+                resp = await self._read()
+            except GatewayError:
+                if self._error is not None:  # the gateway said why in-band; the status may have been mangled
+                    raise self._error from None
+                raise
             if resp is None:
                 return
-            event = _event(resp)
+            try:
+                event = _event(resp)
+            except GatewayError as err:
+                self._error = err
+                continue  # the call's own status follows
             if event is not None:
                 yield event
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import grpc
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 _DETAIL_TYPES: tuple[type[Message], ...] = (
@@ -59,14 +59,19 @@ class GatewayError(Exception):
 def from_rpc_error(err: grpc.aio.AioRpcError) -> GatewayError:
     """Decode the status details of a failed call."""
     code = err.code()
-    out = GatewayError(code=code, message=err.details() or "")
     try:
         status = rpc_status.from_call(err)
     except ValueError:
         status = None
     if status is None:
-        return out
-    out.message = status.message
+        return GatewayError(code=code, message=err.details() or "")
+    return from_status(status)
+
+
+def from_status(status: status_pb2.Status) -> GatewayError:
+    """Decode a google.rpc.Status (as received in a status or in-band)."""
+    code = next((c for c in grpc.StatusCode if c.value[0] == status.code), grpc.StatusCode.UNKNOWN)
+    out = GatewayError(code=code, message=status.message)
     for packed in status.details:
         for kind in _DETAIL_TYPES:
             if packed.Is(kind.DESCRIPTOR):

@@ -30,6 +30,8 @@ from providers.playback import PlaybackFinished, PlaybackStarted, PlaybackUnderr
 log = logging.getLogger(__name__)
 
 MIN_RATE, MAX_RATE = 8000, 48000
+# after a stream-fatal input error: how long to keep draining the agent's messages before ending the call
+ERROR_DRAIN_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,7 @@ class AudioStream:
         self._resampler: Resampler | None = None
         self._count = 0
         self._metrics = metrics or GatewayMetrics()
+        self._input_closed = asyncio.Event()
 
     def notify(self, event: GoAwayEvent) -> None:
         """Queue a gateway-level event for this stream's client."""
@@ -112,6 +115,14 @@ class AudioStream:
             log.exception("session %s: audio stream reader failed", self.session.name)
             error = errors.internal()
         self._sink.events.put_nowait(_ReaderDone(error))
+        if error is not None:
+            # Keep reading (and dropping) what the agent still sends until it half-closes: if the call ended while
+            # the agent is writing, its next write would fail and grpc.aio would replace our status with a bare
+            # INTERNAL (grpc/grpc#36066). run() bounds how long this may take.
+            with contextlib.suppress(Exception):
+                async for _ in requests:
+                    pass
+            self._input_closed.set()
 
     async def _apply(self, req: pb.StreamAudioRequest) -> None:
         kind = req.WhichOneof("request")
@@ -123,9 +134,11 @@ class AudioStream:
         elif kind == "segment_end":
             await self._end_segment()
         elif kind == "clear_buffer":
+            received = time.perf_counter_ns()
             self._current = None
             self._resampler = None
             await self.session.interrupt()
+            self._metrics.interrupt.record(time.perf_counter_ns() - received)
         elif kind == "config":
             raise errors.invalid_argument("config", "config may only be sent once, as the first message",
                                           "CONFIG_ALREADY_SENT")
@@ -198,6 +211,10 @@ class AudioStream:
                     if item.error is not None:
                         await self._finish_all()
                         await self._write_pending(context)
+                        await context.write(pb.StreamAudioResponse(error=item.error.to_proto()))
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(ERROR_DRAIN_S):
+                                await self._input_closed.wait()
                         raise item.error
                     half_closed = True
                 elif isinstance(item, SessionEndedEvent):

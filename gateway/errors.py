@@ -35,6 +35,10 @@ class GatewayError(Exception):
 
     def to_status(self) -> grpc.Status:
         """The grpc.Status carrying the google.rpc.Status with ErrorInfo first, then the other details."""
+        return rpc_status.to_status(self.to_proto())
+
+    def to_proto(self) -> status_pb2.Status:
+        """The google.rpc.Status: ErrorInfo first, then the other details."""
         infos: list[Message] = [
             error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata),
             *self.details,
@@ -44,8 +48,7 @@ class GatewayError(Exception):
             msg = any_pb2.Any()
             msg.Pack(detail)
             packed.append(msg)
-        status = status_pb2.Status(code=_CODE[self.code], message=self.message, details=packed)
-        return rpc_status.to_status(status)
+        return status_pb2.Status(code=_CODE[self.code], message=self.message, details=packed)
 
 
 _CODE: dict[grpc.StatusCode, int] = {c: c.value[0] for c in grpc.StatusCode}

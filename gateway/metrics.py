@@ -61,3 +61,5 @@ class GatewayMetrics:
     # audio chunk received from the agent -> handed to the provider (validation, resampling, accounting)
     hop: LatencyHistogram = field(default_factory=LatencyHistogram)
     chunks: int = 0
+    # clear_buffer received -> every queue cleared (no stale sample can leave the gateway after this)
+    interrupt: LatencyHistogram = field(default_factory=LatencyHistogram)

@@ -61,6 +61,8 @@ class GatewayServer:
         self.port = self._server.add_insecure_port(self.config.listen)
         if self.port == 0:
             raise OSError(f"could not listen on {self.config.listen}")
+        for adapter in self.manager.registry:
+            await adapter.warm_up()
         await self._server.start()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -37,9 +37,10 @@ class AvatarProviderService(pb_grpc.AvatarProviderServicer):
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
                 header = value if isinstance(value, str) else value.decode("latin-1")
-        if not header.startswith("Bearer "):
+        scheme, _, credentials = header.partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
             raise errors.unauthenticated("missing credentials: send 'authorization: Bearer <api key>'")
-        presented = header[len("Bearer "):].strip().encode()
+        presented = credentials.strip().encode()
         for key, caller in self._config.api_keys.items():
             if hmac.compare_digest(presented, key.encode()):
                 return caller

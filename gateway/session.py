@@ -24,6 +24,10 @@ from providers.room_publisher import RoomJoinError, RoomPublisher
 log = logging.getLogger(__name__)
 
 
+class SessionEndedWhileStarting(Exception):
+    """The session was ended (for example by shutdown) before its start completed."""
+
+
 class State(enum.IntEnum):
     """Mirrors avatar.v1.SessionState."""
 
@@ -91,6 +95,7 @@ class AvatarSession:
         self.params = params
         self.name = f"sessions/{params.session_id}"
         self.seq = seq
+        self.request_id = ""  # the StartSession idempotency key, if any
         self.adapter = adapter
         self.avatar_identity = avatar_identity
         self.provider_format: PcmFormat = adapter.info.audio_format
@@ -113,6 +118,7 @@ class AvatarSession:
         self._started_mono = time.monotonic()
         self._wake_timer = asyncio.Event()
         self._drained = asyncio.Event()
+        self._playout_error: ProviderError | None = None
         self._detached = asyncio.Event()
         self._detached.set()
 
@@ -123,6 +129,7 @@ class AvatarSession:
         try:
             async with asyncio.timeout(timeout_s):
                 self._provider = await self.adapter.start(spec)
+                self._check_starting()
                 self.provider_format = self.adapter.info.audio_format
                 self.output_rate = self._provider.output_format.sample_rate
                 self.ledger = PlaybackLedger(self.output_rate, self._on_playback_event)
@@ -137,11 +144,19 @@ class AvatarSession:
                     on_disconnected=self._room_lost,
                 )
                 await self._publisher.start()
-                self._spawn(self._run_playout(), "playout")
-                await self._publisher.first_frame
+                self._check_starting()
+                playout = self._spawn(self._run_playout(), "playout")
+                first_frame = self._publisher.first_frame
+                await asyncio.wait((first_frame, playout), return_when=asyncio.FIRST_COMPLETED)
+                if not first_frame.done():
+                    raise self._playout_error or ProviderError("the provider stopped before its first frame",
+                                                               retryable=True)
+                self._check_starting()
         except BaseException as exc:
-            detail = _describe_start_failure(exc)
-            await self.end(EndReason.START_FAILED, detail)
+            if self.state in TERMINAL:  # ended (e.g. shutdown) while starting: release what start created since
+                await self._release()
+            else:
+                await self.end(EndReason.START_FAILED, _describe_start_failure(exc))
             raise
         self.start_time = time.time()
         self._started_mono = time.monotonic()
@@ -158,7 +173,10 @@ class AvatarSession:
         except Exception as exc:
             reason = exc.reason if isinstance(exc, ProviderError) else "PLAYOUT_FAILED"
             log.warning("session %s playout stopped: %s", self.name, reason)
-            self._spawn(self.end(EndReason.PROVIDER_ERROR, "the provider stopped: " + reason), "end")
+            self._playout_error = exc if isinstance(exc, ProviderError) else ProviderError(
+                "the provider's frames failed", retryable=True, reason=reason)
+            if self.state is State.ACTIVE:  # while starting, start() reports it
+                self._spawn(self.end(EndReason.PROVIDER_ERROR, "the provider stopped: " + reason), "end")
 
     async def _run_timers(self) -> None:
         p = self.params
@@ -179,6 +197,10 @@ class AvatarSession:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(max_at, idle_at) - now):
                     await self._wake_timer.wait()
+
+    def _check_starting(self) -> None:
+        if self.state is not State.STARTING:
+            raise SessionEndedWhileStarting(self.end_detail or "the session ended while it was starting")
 
     def _room_lost(self, reason: str) -> None:
         if self.state in TERMINAL or self.state is State.ENDING:
@@ -235,10 +257,11 @@ class AvatarSession:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    def _spawn(self, coro: object, name: str) -> None:
+    def _spawn(self, coro: object, name: str) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # -- state and watchers -------------------------------------------------------------------------------------
     def _set_state(self, state: State) -> None:
@@ -333,4 +356,6 @@ def _describe_start_failure(exc: BaseException) -> str:
         return "the session did not start in time"
     if isinstance(exc, asyncio.CancelledError):
         return "the start was cancelled"
+    if isinstance(exc, SessionEndedWhileStarting):
+        return str(exc)
     return "the session could not start"

@@ -15,7 +15,7 @@ from avatar.v1 import avatar_provider_pb2 as pb
 from gateway import errors, validation
 from gateway.config import Caller, GatewayConfig
 from gateway.metrics import GatewayMetrics
-from gateway.session import TERMINAL, AvatarSession, EndReason, SessionParams, State
+from gateway.session import TERMINAL, AvatarSession, EndReason, SessionEndedWhileStarting, SessionParams, State
 from gateway.tokens import avatar_identity, mint_avatar_token
 from providers.base import ProviderAdapter, ProviderError, RoomSpec, SessionSpec
 from providers.registry import ProviderRegistry
@@ -108,6 +108,7 @@ class SessionManager:
         future: asyncio.Future[AvatarSession] = asyncio.get_running_loop().create_future()
         if request_id:
             self._requests[request_id] = _Pending(_fingerprint(req), caller.principal, future)
+            session.request_id = request_id
         try:
             await self._start(session, adapter)
             if self._closing:
@@ -175,8 +176,7 @@ class SessionManager:
         await session.start(spec, headless=p.headless, lead_ms=p.lead_ms, timeout_s=p.start_timeout_s)
         log.info("session %s active", session.name)
 
-    @staticmethod
-    def _start_error(exc: BaseException) -> BaseException:
+    def _start_error(self, exc: BaseException) -> BaseException:
         if isinstance(exc, errors.GatewayError | asyncio.CancelledError):
             return exc
         if isinstance(exc, ProviderError):
@@ -187,13 +187,19 @@ class SessionManager:
             return errors.unavailable(str(exc), "ROOM_JOIN_FAILED", 2.0)
         if isinstance(exc, TimeoutError):
             return errors.unavailable("the session did not start in time", "START_TIMEOUT", 2.0)
+        if isinstance(exc, SessionEndedWhileStarting):
+            if self._closing:
+                return errors.unavailable("the gateway is shutting down", "SHUTTING_DOWN", 1.0)
+            return errors.unavailable("the session was ended while it was starting", "ENDED_WHILE_STARTING", 1.0)
         return errors.internal()
 
     def _remember_ended(self, session: AvatarSession) -> None:
         self._ended[session.name] = None
         while len(self._ended) > self.config.ended_retention:
             name, _ = self._ended.popitem(last=False)
-            self._sessions.pop(name, None)
+            gone = self._sessions.pop(name, None)
+            if gone is not None and gone.request_id:  # forgotten sessions free their idempotency keys
+                self._requests.pop(gone.request_id, None)
 
     # -- end ----------------------------------------------------------------------------------------------------
     async def end(self, caller: Caller, name: str) -> AvatarSession:
@@ -221,6 +227,7 @@ class SessionManager:
 def _fingerprint(req: pb.StartSessionRequest) -> str:
     copy = pb.StartSessionRequest()
     copy.CopyFrom(req)
+    copy.request_id = ""  # compared in canonical form separately: any spelling of the same UUID is the same id
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
 
 

@@ -156,6 +156,9 @@ class ProviderAdapter(ABC):
         d = self.info.default_video
         return VideoSpec(requested.width or d.width, requested.height or d.height, requested.fps or d.fps)
 
+    async def warm_up(self) -> None:  # noqa: B027
+        """Prepare what the first session would otherwise wait for (called once when the gateway starts)."""
+
     def validate_options(self, avatar_id: str, options: Mapping[str, str]) -> None:
         """Raise OptionError for an unknown or invalid option. Default: accept none."""
         for key in options:

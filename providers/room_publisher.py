@@ -102,15 +102,18 @@ class RoomPublisher:
             await room.connect(spec.url, spec.token, rtc.RoomOptions(auto_subscribe=False))
             audio_track = rtc.LocalAudioTrack.create_audio_track(AUDIO_TRACK_NAME, media.audio_source)
             video_track = rtc.LocalVideoTrack.create_video_track(VIDEO_TRACK_NAME, media.video_source)
-            await room.local_participant.publish_track(
-                audio_track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-            )
-            await room.local_participant.publish_track(
-                video_track,
-                rtc.TrackPublishOptions(
-                    source=rtc.TrackSource.SOURCE_CAMERA,
-                    simulcast=False,
-                    video_encoding=rtc.VideoEncoding(max_framerate=self._video.fps, max_bitrate=1_500_000),
+            # both at once: the SDK then renegotiates once for the two (it debounces renegotiation by 150 ms)
+            await asyncio.gather(
+                room.local_participant.publish_track(
+                    audio_track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+                ),
+                room.local_participant.publish_track(
+                    video_track,
+                    rtc.TrackPublishOptions(
+                        source=rtc.TrackSource.SOURCE_CAMERA,
+                        simulcast=False,
+                        video_encoding=rtc.VideoEncoding(max_framerate=self._video.fps, max_bitrate=1_500_000),
+                    ),
                 ),
             )
         except Exception as exc:

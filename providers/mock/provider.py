@@ -6,6 +6,7 @@ external service, and its frames make A/V sync measurable from pixels.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
@@ -60,9 +61,16 @@ class MockProvider(ProviderAdapter):
             if key == "prebuffer_ms" and not 0 <= number <= 500:
                 raise OptionError(key, "option 'prebuffer_ms' must be between 0 and 500")
 
+    async def warm_up(self) -> None:
+        d = MOCK_INFO.default_video
+        await asyncio.to_thread(_renderer, d.width, d.height)
+
     async def start(self, spec: SessionSpec) -> ProviderSession:
+        # building a new size's images takes tens of milliseconds: never on the event loop
+        face = await asyncio.to_thread(_renderer, spec.video.width, spec.video.height)
         return MockSession(
             spec.video,
+            face=face,
             seed=int(spec.options.get("seed", "0")),
             prebuffer_ms=int(spec.options.get("prebuffer_ms", "40")),
         )
@@ -71,10 +79,11 @@ class MockProvider(ProviderAdapter):
 class MockSession(ProviderSession):
     """One mock avatar. Input audio is queued per segment; each frame takes exactly its share of samples."""
 
-    def __init__(self, video: VideoSpec, *, seed: int = 0, prebuffer_ms: int = 40) -> None:
+    def __init__(self, video: VideoSpec, *, face: FaceRenderer | None = None, seed: int = 0,
+                 prebuffer_ms: int = 40) -> None:
         self._video = video
         self._fmt = MOCK_INFO.audio_format
-        self._face = _renderer(video.width, video.height)
+        self._face = face or _renderer(video.width, video.height)
         self._blink = BlinkSchedule(seed)
         self._prebuffer = self._fmt.sample_rate * prebuffer_ms // 1000
         # (segment id, samples) entries; samples None marks the segment's end

@@ -25,9 +25,10 @@ _sym_db = _symbol_database.Default()
 from avatar.v1 import session_pb2 as avatar_dot_v1_dot_session__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61vatar/v1/audio_stream.proto\x12\tavatar.v1\x1a\x17\x61vatar/v1/session.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\"\xd5\x01\n\x12StreamAudioRequest\x12.\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1c.avatar.v1.StreamAudioConfigH\x00\x12&\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x15.avatar.v1.AudioChunkH\x00\x12,\n\x0bsegment_end\x18\x03 \x01(\x0b\x32\x15.avatar.v1.SegmentEndH\x00\x12.\n\x0c\x63lear_buffer\x18\x04 \x01(\x0b\x32\x16.avatar.v1.ClearBufferH\x00\x42\t\n\x07request\"X\n\x11StreamAudioConfig\x12\x15\n\x07session\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12,\n\x06\x66ormat\x18\x02 \x01(\x0b\x32\x16.avatar.v1.AudioFormatB\x04\xe2\x41\x01\x02\"\x19\n\nAudioChunk\x12\x0b\n\x03pcm\x18\x01 \x01(\x0c\"\x0c\n\nSegmentEnd\"\r\n\x0b\x43learBuffer\"\xc1\x02\n\x13StreamAudioResponse\x12\'\n\x05ready\x18\x01 \x01(\x0b\x32\x16.avatar.v1.StreamReadyH\x00\x12\x36\n\x10playback_started\x18\x02 \x01(\x0b\x32\x1a.avatar.v1.PlaybackStartedH\x00\x12\x38\n\x11playback_finished\x18\x03 \x01(\x0b\x32\x1b.avatar.v1.PlaybackFinishedH\x00\x12+\n\x07warning\x18\x04 \x01(\x0b\x32\x18.avatar.v1.StreamWarningH\x00\x12$\n\x07go_away\x18\x05 \x01(\x0b\x32\x11.avatar.v1.GoAwayH\x00\x12\x30\n\rsession_ended\x18\x06 \x01(\x0b\x32\x17.avatar.v1.SessionEndedH\x00\x42\n\n\x08response\"\x96\x01\n\x0bStreamReady\x12\x0f\n\x07session\x18\x01 \x01(\t\x12,\n\x0cinput_format\x18\x02 \x01(\x0b\x32\x16.avatar.v1.AudioFormat\x12/\n\x0fprovider_format\x18\x03 \x01(\x0b\x32\x16.avatar.v1.AudioFormat\x12\x17\n\x0fmax_buffered_ms\x18\x04 \x01(\r\"%\n\x0fPlaybackStarted\x12\x12\n\nsegment_id\x18\x01 \x01(\r\"q\n\x10PlaybackFinished\x12\x12\n\nsegment_id\x18\x01 \x01(\r\x12\x34\n\x11playback_position\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0binterrupted\x18\x03 \x01(\x08\"0\n\rStreamWarning\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"6\n\x06GoAway\x12,\n\ttime_left\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\"D\n\x0cSessionEnded\x12$\n\x06reason\x18\x01 \x01(\x0e\x32\x14.avatar.v1.EndReason\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61vatar/v1/audio_stream.proto\x12\tavatar.v1\x1a\x17\x61vatar/v1/session.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x17google/rpc/status.proto\"\xd5\x01\n\x12StreamAudioRequest\x12.\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1c.avatar.v1.StreamAudioConfigH\x00\x12&\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x15.avatar.v1.AudioChunkH\x00\x12,\n\x0bsegment_end\x18\x03 \x01(\x0b\x32\x15.avatar.v1.SegmentEndH\x00\x12.\n\x0c\x63lear_buffer\x18\x04 \x01(\x0b\x32\x16.avatar.v1.ClearBufferH\x00\x42\t\n\x07request\"X\n\x11StreamAudioConfig\x12\x15\n\x07session\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12,\n\x06\x66ormat\x18\x02 \x01(\x0b\x32\x16.avatar.v1.AudioFormatB\x04\xe2\x41\x01\x02\"\x19\n\nAudioChunk\x12\x0b\n\x03pcm\x18\x01 \x01(\x0c\"\x0c\n\nSegmentEnd\"\r\n\x0b\x43learBuffer\"\xe6\x02\n\x13StreamAudioResponse\x12\'\n\x05ready\x18\x01 \x01(\x0b\x32\x16.avatar.v1.StreamReadyH\x00\x12\x36\n\x10playback_started\x18\x02 \x01(\x0b\x32\x1a.avatar.v1.PlaybackStartedH\x00\x12\x38\n\x11playback_finished\x18\x03 \x01(\x0b\x32\x1b.avatar.v1.PlaybackFinishedH\x00\x12+\n\x07warning\x18\x04 \x01(\x0b\x32\x18.avatar.v1.StreamWarningH\x00\x12$\n\x07go_away\x18\x05 \x01(\x0b\x32\x11.avatar.v1.GoAwayH\x00\x12\x30\n\rsession_ended\x18\x06 \x01(\x0b\x32\x17.avatar.v1.SessionEndedH\x00\x12#\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\n\n\x08response\"\x96\x01\n\x0bStreamReady\x12\x0f\n\x07session\x18\x01 \x01(\t\x12,\n\x0cinput_format\x18\x02 \x01(\x0b\x32\x16.avatar.v1.AudioFormat\x12/\n\x0fprovider_format\x18\x03 \x01(\x0b\x32\x16.avatar.v1.AudioFormat\x12\x17\n\x0fmax_buffered_ms\x18\x04 \x01(\r\"%\n\x0fPlaybackStarted\x12\x12\n\nsegment_id\x18\x01 \x01(\r\"q\n\x10PlaybackFinished\x12\x12\n\nsegment_id\x18\x01 \x01(\r\x12\x34\n\x11playback_position\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0binterrupted\x18\x03 \x01(\x08\"0\n\rStreamWarning\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"6\n\x06GoAway\x12,\n\ttime_left\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\"D\n\x0cSessionEnded\x12$\n\x06reason\x18\x01 \x01(\x0e\x32\x14.avatar.v1.EndReason\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,28 +39,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMAUDIOCONFIG'].fields_by_name['session']._serialized_options = b'\342A\001\002'
   _globals['_STREAMAUDIOCONFIG'].fields_by_name['format']._loaded_options = None
   _globals['_STREAMAUDIOCONFIG'].fields_by_name['format']._serialized_options = b'\342A\001\002'
-  _globals['_STREAMAUDIOREQUEST']._serialized_start=134
-  _globals['_STREAMAUDIOREQUEST']._serialized_end=347
-  _globals['_STREAMAUDIOCONFIG']._serialized_start=349
-  _globals['_STREAMAUDIOCONFIG']._serialized_end=437
-  _globals['_AUDIOCHUNK']._serialized_start=439
-  _globals['_AUDIOCHUNK']._serialized_end=464
-  _globals['_SEGMENTEND']._serialized_start=466
-  _globals['_SEGMENTEND']._serialized_end=478
-  _globals['_CLEARBUFFER']._serialized_start=480
-  _globals['_CLEARBUFFER']._serialized_end=493
-  _globals['_STREAMAUDIORESPONSE']._serialized_start=496
-  _globals['_STREAMAUDIORESPONSE']._serialized_end=817
-  _globals['_STREAMREADY']._serialized_start=820
-  _globals['_STREAMREADY']._serialized_end=970
-  _globals['_PLAYBACKSTARTED']._serialized_start=972
-  _globals['_PLAYBACKSTARTED']._serialized_end=1009
-  _globals['_PLAYBACKFINISHED']._serialized_start=1011
-  _globals['_PLAYBACKFINISHED']._serialized_end=1124
-  _globals['_STREAMWARNING']._serialized_start=1126
-  _globals['_STREAMWARNING']._serialized_end=1174
-  _globals['_GOAWAY']._serialized_start=1176
-  _globals['_GOAWAY']._serialized_end=1230
-  _globals['_SESSIONENDED']._serialized_start=1232
-  _globals['_SESSIONENDED']._serialized_end=1300
+  _globals['_STREAMAUDIOREQUEST']._serialized_start=159
+  _globals['_STREAMAUDIOREQUEST']._serialized_end=372
+  _globals['_STREAMAUDIOCONFIG']._serialized_start=374
+  _globals['_STREAMAUDIOCONFIG']._serialized_end=462
+  _globals['_AUDIOCHUNK']._serialized_start=464
+  _globals['_AUDIOCHUNK']._serialized_end=489
+  _globals['_SEGMENTEND']._serialized_start=491
+  _globals['_SEGMENTEND']._serialized_end=503
+  _globals['_CLEARBUFFER']._serialized_start=505
+  _globals['_CLEARBUFFER']._serialized_end=518
+  _globals['_STREAMAUDIORESPONSE']._serialized_start=521
+  _globals['_STREAMAUDIORESPONSE']._serialized_end=879
+  _globals['_STREAMREADY']._serialized_start=882
+  _globals['_STREAMREADY']._serialized_end=1032
+  _globals['_PLAYBACKSTARTED']._serialized_start=1034
+  _globals['_PLAYBACKSTARTED']._serialized_end=1071
+  _globals['_PLAYBACKFINISHED']._serialized_start=1073
+  _globals['_PLAYBACKFINISHED']._serialized_end=1186
+  _globals['_STREAMWARNING']._serialized_start=1188
+  _globals['_STREAMWARNING']._serialized_end=1236
+  _globals['_GOAWAY']._serialized_start=1238
+  _globals['_GOAWAY']._serialized_end=1292
+  _globals['_SESSIONENDED']._serialized_start=1294
+  _globals['_SESSIONENDED']._serialized_end=1362
 # @@protoc_insertion_point(module_scope)

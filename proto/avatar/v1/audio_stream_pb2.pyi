@@ -3,6 +3,7 @@ import datetime
 from avatar.v1 import session_pb2 as _session_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
+from google.rpc import status_pb2 as _status_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Mapping as _Mapping
@@ -45,20 +46,22 @@ class ClearBuffer(_message.Message):
     def __init__(self) -> None: ...
 
 class StreamAudioResponse(_message.Message):
-    __slots__ = ("ready", "playback_started", "playback_finished", "warning", "go_away", "session_ended")
+    __slots__ = ("ready", "playback_started", "playback_finished", "warning", "go_away", "session_ended", "error")
     READY_FIELD_NUMBER: _ClassVar[int]
     PLAYBACK_STARTED_FIELD_NUMBER: _ClassVar[int]
     PLAYBACK_FINISHED_FIELD_NUMBER: _ClassVar[int]
     WARNING_FIELD_NUMBER: _ClassVar[int]
     GO_AWAY_FIELD_NUMBER: _ClassVar[int]
     SESSION_ENDED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     ready: StreamReady
     playback_started: PlaybackStarted
     playback_finished: PlaybackFinished
     warning: StreamWarning
     go_away: GoAway
     session_ended: SessionEnded
-    def __init__(self, ready: _Optional[_Union[StreamReady, _Mapping]] = ..., playback_started: _Optional[_Union[PlaybackStarted, _Mapping]] = ..., playback_finished: _Optional[_Union[PlaybackFinished, _Mapping]] = ..., warning: _Optional[_Union[StreamWarning, _Mapping]] = ..., go_away: _Optional[_Union[GoAway, _Mapping]] = ..., session_ended: _Optional[_Union[SessionEnded, _Mapping]] = ...) -> None: ...
+    error: _status_pb2.Status
+    def __init__(self, ready: _Optional[_Union[StreamReady, _Mapping]] = ..., playback_started: _Optional[_Union[PlaybackStarted, _Mapping]] = ..., playback_finished: _Optional[_Union[PlaybackFinished, _Mapping]] = ..., warning: _Optional[_Union[StreamWarning, _Mapping]] = ..., go_away: _Optional[_Union[GoAway, _Mapping]] = ..., session_ended: _Optional[_Union[SessionEnded, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
 class StreamReady(_message.Message):
     __slots__ = ("session", "input_format", "provider_format", "max_buffered_ms")
