@@ -30,6 +30,8 @@ def server_options(config: GatewayConfig) -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_pings_without_data", 0),
+        # one agent process may run hundreds of sessions over one channel: each stream is one HTTP/2 stream
+        ("grpc.max_concurrent_streams", 4096),
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
     ]

@@ -81,6 +81,9 @@ class PlaybackLedger:
         self._spans: deque[_Span] = deque()
         self._next_id = 1
         self._pushed = 0  # output samples handed to the room
+        # running totals over unfinished segments, so the per-chunk buffer check is O(1)
+        self._open_accepted_s = 0.0
+        self._open_heard = 0
         self.stats = LedgerStats()
 
     # -- agent side ---------------------------------------------------------------------------------------------
@@ -97,6 +100,7 @@ class PlaybackLedger:
         seg = self._segments.get(segment_id)
         if seg is not None:
             seg.accepted_s += seconds
+            self._open_accepted_s += seconds
 
     def end_input(self, segment_id: int) -> None:
         """The agent closed the segment."""
@@ -114,11 +118,8 @@ class PlaybackLedger:
         return len(self._segments)
 
     def buffered_seconds(self) -> float:
-        """Agent audio accepted but not yet heard, over every unfinished segment."""
-        total = 0.0
-        for seg in self._segments.values():
-            total += max(0.0, seg.accepted_s - seg.heard / self._rate)
-        return total
+        """Agent audio accepted but not yet heard, over every unfinished segment (O(1))."""
+        return max(0.0, self._open_accepted_s - self._open_heard / self._rate)
 
     # -- room side ----------------------------------------------------------------------------------------------
     @property
@@ -168,6 +169,7 @@ class PlaybackLedger:
                 return
             spans.popleft()
             seg.heard += span.samples
+            self._open_heard += span.samples
             if span.done:
                 self._finish(seg, interrupted=False)
 
@@ -180,7 +182,9 @@ class PlaybackLedger:
                 partial[span.segment_id] = partial.get(span.segment_id, 0) + got
         self._spans.clear()
         for seg in list(self._segments.values()):
-            seg.heard += partial.get(seg.id, 0)
+            got = partial.get(seg.id, 0)
+            seg.heard += got
+            self._open_heard += got
             self._finish(seg, interrupted=True)
 
     def _finish(self, seg: _Segment, *, interrupted: bool) -> None:
@@ -188,6 +192,10 @@ class PlaybackLedger:
             return
         seg.finished = True
         del self._segments[seg.id]
+        self._open_accepted_s -= seg.accepted_s
+        self._open_heard -= seg.heard
+        if not self._segments:  # no float residue across many segments
+            self._open_accepted_s, self._open_heard = 0.0, 0
         self.stats.finished += 1
         if interrupted:
             self.stats.interrupted += 1

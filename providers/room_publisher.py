@@ -64,7 +64,7 @@ class RoomPublisher:
         # video frames waiting for their audio to start playing: (first output sample, frame, timestamp)
         self._video_line: deque[tuple[int, rtc.VideoFrame, float]] = deque()
         self._video_ready = asyncio.Event()
-        self._wake = asyncio.Event()
+        self._wake: asyncio.Future[None] | None = None
         self.videos_released = 0
         self._room: rtc.Room | None = None
         self._closing = False
@@ -138,7 +138,10 @@ class RoomPublisher:
         rate, channels = self._fmt.sample_rate, self._fmt.channels
         frame_duration = 1.0 / self._video.fps
         index = 0
-        releaser = asyncio.get_running_loop().create_task(self._release_video(), name="video-release")
+        loop = asyncio.get_running_loop()
+        # on a playout clock nothing is shown: frames need no delay line (and no second task waking per frame)
+        delayed = isinstance(media, SyncedMedia)
+        releaser = loop.create_task(self._release_video(), name="video-release") if delayed else None
         try:
             async for frame in frames:
                 async with self._lock:
@@ -149,22 +152,28 @@ class RoomPublisher:
                     elif frame.underrun:
                         ledger.count_underrun(frame.segment_id)
                     await media.push_audio(frame.audio, ledger.pushed / rate)
-                    self._video_line.append((start, frame.video, index * frame_duration))
-                    self._video_ready.set()
+                    if delayed:
+                        self._video_line.append((start, frame.video, index * frame_duration))
+                        self._video_ready.set()
+                    else:
+                        await media.push_video(frame.video, index * frame_duration)
+                        self._frame_shown()
                     ledger.heard_up_to(self._heard())
                     index += 1
                 ahead = media.queued_duration
                 if ahead > self._lead_s:
-                    # an interrupt empties the queue: wake at once and refill it with idle frames, so the next
-                    # segment starts on a full queue instead of a burst that would outrun the agent's audio
-                    self._wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(min(ahead - self._lead_s, frame_duration)):
-                            await self._wake.wait()
+                    # an interrupt empties the queue and resolves this wait at once, so the queue is refilled
+                    # with idle frames and the next segment starts on a full queue instead of a burst that would
+                    # outrun the agent's audio
+                    self._wake = wake = loop.create_future()
+                    timer = loop.call_later(min(ahead - self._lead_s, frame_duration), _resolve, wake)
+                    await wake
+                    timer.cancel()
         finally:
-            releaser.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await releaser
+            if releaser is not None:
+                releaser.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await releaser
         raise ProviderError("the provider stopped producing frames", retryable=True)
 
     async def _release_video(self) -> None:
@@ -182,9 +191,12 @@ class RoomPublisher:
                 continue
             line.popleft()
             await media.push_video(video, ts)
-            self.videos_released += 1
-            if not self.first_frame.done():
-                self.first_frame.set_result(None)
+            self._frame_shown()
+
+    def _frame_shown(self) -> None:
+        self.videos_released += 1
+        if not self.first_frame.done():
+            self.first_frame.set_result(None)
 
     def _heard(self) -> int:
         assert self._media is not None
@@ -198,7 +210,7 @@ class RoomPublisher:
             self._video_line.clear()
             if self._media is not None:
                 await self._media.clear()
-            self._wake.set()
+            _resolve(self._wake)
 
     async def aclose(self) -> None:
         """Stop publishing, leave the room, release the media. Idempotent."""
@@ -210,3 +222,8 @@ class RoomPublisher:
         media, self._media = self._media, None
         if media is not None:
             await media.aclose()
+
+
+def _resolve(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
