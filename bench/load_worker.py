@@ -27,10 +27,11 @@ async def _drain(stream: AudioStream, counts: dict[str, int]) -> None:
 
 
 async def main(port: int, streams: int, seconds: float, video: tuple[int, int, int], tag: str) -> None:
-    clients = [AvatarGatewayClient(f"127.0.0.1:{port}", timeout=120) for _ in range(2)]
+    # one connection per 50 streams, as an agent fleet would spread its sessions
+    clients = [AvatarGatewayClient(f"127.0.0.1:{port}", timeout=120) for _ in range(max(1, streams // 50))]
     opened: list[AudioStream] = []
     for i in range(streams):
-        client = clients[i % 2]
+        client = clients[i % len(clients)]
         session = await client.start_session("mock", room_name="bench", agent_identity=f"agent-{tag}-{i}",
                                              width=video[0], height=video[1], fps=video[2])
         opened.append(await client.stream_audio(session.name, sample_rate=RATE).open())
