@@ -33,7 +33,7 @@ class GatewayConfig:
     default_max_duration_s: float = 3600.0
     max_sessions: int = 1000
     max_buffered_s: float = 120.0
-    lead_ms: int = 80
+    lead_ms: int = 100
     # default StartSessionRequest.video_delay: how much later than its audio video leaves the gateway
     video_delay_ms: int = 0
     shutdown_grace_s: float = 10.0

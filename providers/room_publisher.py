@@ -46,7 +46,7 @@ class RoomPublisher:
         video: VideoSpec,
         ledger: PlaybackLedger,
         room: RoomSpec | None,
-        lead_ms: int = 80,
+        lead_ms: int = 100,
         video_delay_ms: int = 0,
         clock_only: bool = False,
         on_disconnected: Callable[[str], None] | None = None,
