@@ -24,10 +24,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import numpy as np
-
 from agent_client import AvatarGatewayClient, PlaybackFinished, PlaybackStarted
-from examples.agent import load_clip
+from examples.agent import load_clip, speak
 from gateway.config import GatewayConfig
 from gateway.server import GatewayServer
 from loopback import loopback_host, not_in_namespace_reason
@@ -80,16 +78,6 @@ async def rig() -> AsyncIterator[Rig]:
         await server.wait()
 
 
-async def speak(stream: object, pcm: np.ndarray, rate: int, speed: float) -> None:
-    step = rate // 50
-    start = time.monotonic()
-    for k, i in enumerate(range(0, pcm.size, step)):
-        await stream.send(pcm[i : i + step])  # type: ignore[attr-defined]
-        delay = start + (k + 1) * 0.02 / speed - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-
-
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
@@ -134,7 +122,7 @@ async def speech_run(r: Rig, video_delay: float, interrupt_at: float | None) -> 
                     finished.set()
 
         reader = asyncio.create_task(read())
-        talker = asyncio.create_task(speak(stream, pcm, rate, speed=1.5))
+        talker = asyncio.create_task(speak(stream, pcm, rate, speed=1.5, end=False))
         if interrupt_at is not None:
             await started.wait()
             await asyncio.sleep(interrupt_at)
@@ -177,7 +165,6 @@ async def drift(r: Rig, minutes: float, video_delay: float) -> dict[str, object]
         reader = asyncio.create_task(_drain(stream))
         while time.monotonic() - t_start < minutes * 60:
             await speak(stream, pcm, rate, speed=1.0)
-            await stream.end_segment()
     await reader
     after = (await r.client.get_session(session.name)).stats
     windows = []

@@ -23,19 +23,11 @@ import time
 from pathlib import Path
 
 from agent_client import AudioStream, AvatarGatewayClient
+from bench.procstat import cpu_seconds
 from examples.agent import load_clip
 from loopback import LoopbackServer, loopback_host, not_in_namespace_reason
 
 FPS = 30
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _self_cpu() -> float:
-    return _cpu_seconds(os.getpid())
 
 
 async def _talk(stream: AudioStream, stop: asyncio.Event) -> None:
@@ -93,10 +85,10 @@ async def measure(n: int, window: float) -> dict[str, object]:
                     return [(await client.get_session(s.name)).stats.video_frames for s in sessions]
 
                 r0, p0, t0 = received(), await produced(), time.monotonic()
-                g0, b0 = _cpu_seconds(gateway.pid), _self_cpu()
+                g0, b0 = cpu_seconds(gateway.pid), cpu_seconds(os.getpid())
                 await asyncio.sleep(window)
                 r1, p1, t1 = received(), await produced(), time.monotonic()
-                g1, b1 = _cpu_seconds(gateway.pid), _self_cpu()
+                g1, b1 = cpu_seconds(gateway.pid), cpu_seconds(os.getpid())
                 stop.set()
                 await asyncio.gather(*talkers, return_exceptions=True)
                 for stream in streams:

@@ -15,24 +15,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+from bench.procstat import cpu_seconds, rss_mb
 
 
 async def _spawn(*args: str, **kwargs: object) -> asyncio.subprocess.Process:
@@ -70,7 +59,7 @@ async def run(streams: int, seconds: float, warmup: float, video: str, workers: 
         await asyncio.sleep(go + warmup - time.time())
         gateway.send_signal(signal.SIGUSR1)
         pids = [gateway.pid] + [p.pid for p in procs]
-        t0, cpu0 = time.monotonic(), [_cpu_seconds(pid) for pid in pids]
+        t0, cpu0 = time.monotonic(), [cpu_seconds(pid) for pid in pids]
         spy = None
         if profile:
             spy = await asyncio.create_subprocess_exec(
@@ -79,8 +68,8 @@ async def run(streams: int, seconds: float, warmup: float, video: str, workers: 
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         await asyncio.sleep(seconds - 0.5)
         wall = time.monotonic() - t0
-        cpu = [(_cpu_seconds(pid) - c) / wall for pid, c in zip(pids, cpu0, strict=True)]
-        rss = _rss_mb(gateway.pid)
+        cpu = [(cpu_seconds(pid) - c) / wall for pid, c in zip(pids, cpu0, strict=True)]
+        rss = rss_mb(gateway.pid)
         reports = []
         for p in procs:
             assert p.stdout is not None

@@ -38,7 +38,7 @@ class Timeline:
     utterances: list[tuple[float, float]] = field(default_factory=list)  # (start s, end s) within the clip
 
 
-async def speak(stream: AudioStream, pcm: np.ndarray, rate: int, *, speed: float = 2.0) -> None:
+async def speak(stream: AudioStream, pcm: np.ndarray, rate: int, *, speed: float = 2.0, end: bool = True) -> None:
     """Send audio in 20 ms chunks at `speed` x real time, as a streaming TTS would, then end the segment."""
     step = rate // 50
     start = time.monotonic()
@@ -47,7 +47,8 @@ async def speak(stream: AudioStream, pcm: np.ndarray, rate: int, *, speed: float
         delay = start + (k + 1) * 0.02 / speed - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-    await stream.end_segment()
+    if end:
+        await stream.end_segment()
 
 
 async def converse(client: AvatarGatewayClient, session: str, *, interrupt_after: float = 3.0,
