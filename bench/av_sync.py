@@ -46,13 +46,15 @@ class Rig:
 
 
 @asynccontextmanager
-async def rig() -> AsyncIterator[Rig]:
-    """The loopback server in its own process, the gateway and the client in this one."""
+async def rig(rtc_v1: bool = True) -> AsyncIterator[Rig]:
+    """The loopback server in its own process, the gateway and the client in this one. `rtc_v1=False` makes every
+    participant use the two-peer-connection `/rtc` path (the server offers subscriptions itself)."""
     secret = secrets.token_urlsafe(32)
     host, port = loopback_host(), 7880
     server = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "loopback", "--host", host, "--port", str(port), "--api-key", API_KEY,
-        "--api-secret", secret, "--log-level", "warning", stdout=asyncio.subprocess.DEVNULL)
+        "--api-secret", secret, "--log-level", "warning", *([] if rtc_v1 else ["--no-rtc-v1"]),
+        stdout=asyncio.subprocess.DEVNULL)
     try:
         async with asyncio.timeout(30):
             while True:
@@ -198,12 +200,12 @@ async def _drain(stream: object) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     report: dict[str, object] = {}
-    async with rig() as r:
+    async with rig(not args.no_rtc_v1) as r:
         ff = await first_frames(r, args.sessions)
         report["first_frame_ms"] = {"n": len(ff), "p50": pct(ff, 50) * 1000, "p95": pct(ff, 95) * 1000,
                                     "max": max(ff) * 1000}
         print("time to first avatar frame (ms):", json.dumps(report["first_frame_ms"]), flush=True)
-        for delay in (0.0, args.video_delay):
+        for delay in (0.0, args.video_delay) if args.runs else ():
             runs = [await speech_run(r, delay, None) for _ in range(args.runs)]
             offs = [x["offset_ms"] for x in runs]
             key = f"offset_video_delay_{round(delay * 1000)}ms"
@@ -212,9 +214,10 @@ async def main(args: argparse.Namespace) -> None:
                            "correlation_min": min(x["correlation"] for x in runs)}
             print(f"A/V offset at the viewer, video_delay {delay * 1000:.0f} ms:", json.dumps(report[key]), flush=True)
         intr = [await speech_run(r, args.video_delay, 3.0) for _ in range(args.runs)]
-        gw = r.gateway.manager.metrics.interrupt.summary()
+        gw = r.gateway.manager.metrics.interrupt.summary() if intr else {}
+        keys = ("count", "p50_us", "p99_us", "max_us")
         report["interrupt"] = {
-            "gateway_clear_received_to_queues_cleared_us": {k: gw[k] for k in ("count", "p50_us", "p99_us", "max_us")},
+            "gateway_clear_received_to_queues_cleared_us": {k: gw.get(k) for k in keys},
             "clear_sent_to_silence_at_viewer_ms": [round(x.get("clear_to_silence_at_viewer_ms", -1)) for x in intr],
             "clear_sent_to_mouth_closed_at_viewer_ms": [round(x.get("clear_to_mouth_closed_at_viewer_ms", -1))
                                                         for x in intr],
@@ -235,6 +238,8 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=5, help="speech runs per A/V offset setting")
     parser.add_argument("--video-delay", type=float, default=0.11, help="calibrated video_delay, seconds")
     parser.add_argument("--drift-minutes", type=float, default=10.0)
+    parser.add_argument("--no-rtc-v1", action="store_true",
+                        help="participants use the two-peer-connection /rtc signalling path")
     a = parser.parse_args()
     if (reason := not_in_namespace_reason()) is not None:
         sys.exit(f"av_sync: {reason}")
