@@ -116,7 +116,6 @@ class AvatarSession:
         self._end_lock = asyncio.Lock()
         self._last_activity = time.monotonic()
         self._started_mono = time.monotonic()
-        self._wake_timer = asyncio.Event()
         self._drained = asyncio.Event()
         self._playout_error: ProviderError | None = None
         self._detached = asyncio.Event()
@@ -193,10 +192,7 @@ class AvatarSession:
                     return
                 self._last_activity = now  # still playing out: not idle
                 continue
-            self._wake_timer.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(max_at, idle_at) - now):
-                    await self._wake_timer.wait()
+            await asyncio.sleep(min(max_at, idle_at) - now)
 
     def _check_starting(self) -> None:
         if self.state is not State.STARTING:
@@ -313,16 +309,6 @@ class AvatarSession:
             self._drained.set()
         if self._sink is not None:
             self._sink.events.put_nowait(event)
-
-    @property
-    def publisher(self) -> RoomPublisher | None:
-        """The room publisher (None before start and after end)."""
-        return self._publisher
-
-    @property
-    def provider(self) -> ProviderSession | None:
-        """The running provider session (None before start and after end)."""
-        return self._provider
 
     async def push_audio(self, segment_id: int, pcm: np.ndarray) -> None:
         """Queue provider-format audio for a segment."""

@@ -108,10 +108,6 @@ class PlaybackLedger:
         if seg is not None:
             seg.input_ended = True
 
-    def is_open(self, segment_id: int) -> bool:
-        """True while the segment has not finished."""
-        return segment_id in self._segments
-
     @property
     def unfinished(self) -> int:
         """Segments that have not had their playback-finished yet."""
