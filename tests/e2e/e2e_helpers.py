@@ -239,6 +239,16 @@ class Harness:
             await viewer.join()
         return viewer
 
+    async def watched_session(self, client: AvatarGatewayClient, **kwargs: object
+                              ) -> tuple[Session, ObservedViewer, str]:
+        """A light mock session that a viewer, in the room before the avatar, receives: (session, viewer, avatar)."""
+        session_id = new_session_id()
+        avatar = avatar_identity_for(session_id)
+        viewer = await self.viewer(avatar)
+        session = await self.start_session(client, session_id, **{**LIGHT_VIDEO, **kwargs})
+        await self.watch(viewer)
+        return session, viewer, avatar
+
     async def watch(self, viewer: ObservedViewer) -> None:
         """Until the viewer is subscribed to both avatar tracks and has a first video frame."""
         async with asyncio.timeout(TIMEOUT):

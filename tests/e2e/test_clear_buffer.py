@@ -10,12 +10,9 @@ from avatar.v1 import session_pb2
 
 from agent_client import PlaybackEvent, PlaybackFinished, PlaybackStarted
 from tests.e2e.e2e_helpers import (
-    LIGHT_VIDEO,
     EventLog,
     Harness,
-    avatar_identity_for,
     chunked,
-    new_session_id,
     speech_clip,
 )
 
@@ -48,10 +45,7 @@ def _interrupted(event: PlaybackEvent) -> bool:
 
 async def test_clear_silences_the_viewer_and_closes_the_mouth(e2e: Harness) -> None:
     _, client = await e2e.gateway_client()
-    sid = new_session_id()
-    viewer = await e2e.viewer(avatar_identity_for(sid))
-    session = await e2e.start_session(client, sid, **LIGHT_VIDEO)
-    await e2e.watch(viewer)
+    session, viewer, _ = await e2e.watched_session(client)
     clip = speech_clip(CLIP_S)
 
     stream = await client.stream_audio(session.name, sample_rate=16000).open()

@@ -38,11 +38,7 @@ CLI_CLIP_S = 2.0
 
 async def test_end_session_mid_utterance_avatar_leaves(e2e: Harness) -> None:
     _, client = await e2e.gateway_client()
-    sid = new_session_id()
-    avatar = avatar_identity_for(sid)
-    viewer = await e2e.viewer(avatar)
-    session = await e2e.start_session(client, sid, **LIGHT_VIDEO)
-    await e2e.watch(viewer)
+    session, viewer, avatar = await e2e.watched_session(client)
 
     stream = await client.stream_audio(session.name, sample_rate=16000).open()
     log = EventLog(stream.events())
@@ -75,11 +71,7 @@ async def test_avatar_removed_through_room_service_ends_the_session(e2e: Harness
     """What an agent-side avatar plugin's aclose() does (RoomService.RemoveParticipant): the session must notice,
     end as ROOM_DISCONNECTED and release everything."""
     gateway, client = await e2e.gateway_client()
-    sid = new_session_id()
-    avatar = avatar_identity_for(sid)
-    viewer = await e2e.viewer(avatar)
-    session = await e2e.start_session(client, sid, **LIGHT_VIDEO)
-    await e2e.watch(viewer)
+    session, viewer, avatar = await e2e.watched_session(client)
 
     await e2e.lkapi.room.remove_participant(api.RoomParticipantIdentity(room=e2e.room, identity=avatar))
     await e2e.assert_avatar_left(viewer, avatar)
@@ -116,11 +108,7 @@ async def test_idle_timeout_avatar_leaves(e2e: Harness) -> None:
 
 async def test_gateway_stop_mid_utterance_avatar_leaves(e2e: Harness) -> None:
     gateway, client = await e2e.gateway_client()
-    sid = new_session_id()
-    avatar = avatar_identity_for(sid)
-    viewer = await e2e.viewer(avatar)
-    session = await e2e.start_session(client, sid, **LIGHT_VIDEO)
-    await e2e.watch(viewer)
+    session, viewer, avatar = await e2e.watched_session(client)
 
     stream = await client.stream_audio(session.name, sample_rate=16000).open()
     log = EventLog(stream.events())
