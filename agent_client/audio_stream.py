@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -92,6 +93,8 @@ class AudioStream:
         self._open = False
         self._writing = True
         self._error: GatewayError | None = None
+        self._write_lock = asyncio.Lock()
+        self._inflight: asyncio.Future[None] | None = None
 
     async def open(self) -> AudioStream:
         """Send the config and wait for `ready`."""
@@ -120,29 +123,23 @@ class AudioStream:
     async def send(self, pcm: bytes | np.ndarray) -> int:
         """Send audio of the current segment (opening one if needed); returns the segment id."""
         data = pcm.astype("<i2", copy=False).tobytes() if isinstance(pcm, np.ndarray) else pcm
-        if not self._open:
-            self._segments += 1
-            self._open = True
-        await self._write(pb.StreamAudioRequest(audio=pb.AudioChunk(pcm=data)))
-        return self._segments
+        return await self._write(pb.StreamAudioRequest(audio=pb.AudioChunk(pcm=data)))
 
     async def end_segment(self) -> int:
         """Close the current segment (an empty one if none is open); returns its id."""
-        if not self._open:
-            self._segments += 1
-        self._open = False
-        await self._write(pb.StreamAudioRequest(segment_end=pb.SegmentEnd()))
-        return self._segments
+        return await self._write(pb.StreamAudioRequest(segment_end=pb.SegmentEnd()))
 
     async def clear(self) -> None:
         """Interrupt: every open or queued segment finishes as interrupted."""
-        self._open = False
         await self._write(pb.StreamAudioRequest(clear_buffer=pb.ClearBuffer()))
 
     async def close(self) -> None:
         """Half-close: what is buffered plays out; keep reading events until the iterator ends."""
         if self._writing:
             self._writing = False
+            async with self._write_lock:
+                if self._inflight is not None:
+                    await asyncio.wait((self._inflight,))
             try:
                 await self._call.done_writing()
             except grpc.aio.AioRpcError as err:
@@ -153,15 +150,47 @@ class AudioStream:
         self._writing = False
         self._call.cancel()
 
-    async def _write(self, req: pb.StreamAudioRequest) -> None:
+    def _account(self, kind: str | None) -> int:
+        """Mirror the gateway's segment numbering for a message being sent now; the segment it belongs to."""
+        if kind == "audio":
+            if not self._open:
+                self._segments += 1
+                self._open = True
+        elif kind == "segment_end":
+            if not self._open:
+                self._segments += 1
+            self._open = False
+        elif kind == "clear_buffer":
+            self._open = False
+        return self._segments
+
+    async def _write(self, req: pb.StreamAudioRequest) -> int:
+        """Send one message. Safe to call from several tasks at once and to cancel.
+
+        gRPC allows one write in flight per call, and grpc.aio cancels the whole call when a task awaiting a write
+        is cancelled; so writes are queued behind each other and each runs in its own task, which a cancelled
+        caller leaves to finish (a TTS task can be cancelled mid-chunk and the stream stays usable). Segment ids are
+        counted when a message is dispatched, so they match the gateway's whatever is cancelled. Returns the id of
+        the segment the message belongs to.
+        """
         if self._error is not None:
             raise self._error
+        async with self._write_lock:
+            if self._inflight is not None:
+                await asyncio.wait((self._inflight,))  # never cancels the previous write
+            self._inflight = write = asyncio.ensure_future(self._send(req))
+            write.add_done_callback(_retrieved)  # a cancelled caller leaves nobody to read its error
+            segment = self._account(req.WhichOneof("request"))
+        await asyncio.shield(write)
+        return segment
+
+    async def _send(self, req: pb.StreamAudioRequest) -> None:
         try:
             await self._call.write(req)
         except grpc.aio.AioRpcError as err:
             raise self._error or from_rpc_error(err) from None
-        except grpc.aio.UsageError:
-            raise GatewayError(grpc.StatusCode.CANCELLED, "the stream is closed") from None
+        except (grpc.aio.UsageError, asyncio.InvalidStateError):
+            raise self._error or GatewayError(grpc.StatusCode.CANCELLED, "the stream is closed") from None
 
     async def _read(self) -> pb.StreamAudioResponse | None:
         try:
@@ -197,3 +226,8 @@ class AudioStream:
 
     def __aiter__(self) -> AsyncIterator[PlaybackEvent]:
         return self.events()
+
+
+def _retrieved(write: asyncio.Future[None]) -> None:
+    if not write.cancelled():
+        write.exception()

@@ -74,18 +74,28 @@ async def converse(client: AvatarGatewayClient, session: str, *, interrupt_after
         reader = asyncio.create_task(read())
         timeline.first_send = time.monotonic()
         talker = asyncio.create_task(speak(stream, pcm[:cut], rate))
-        await started.wait()
+        await _until(started, reader)
         await asyncio.sleep(interrupt_after)  # the user talks over the avatar after this long
         await stream.clear()
         timeline.interrupt_sent = time.monotonic()
         if verbose:
             print(f"  agent: {timeline.interrupt_sent - timeline.first_send:6.2f}s  clear_buffer (user interrupts)")
-        talker.cancel()
+        talker.cancel()  # the TTS stops mid-chunk: the stream stays usable
         await asyncio.gather(talker, return_exceptions=True)
-        await finished.wait()
+        await _until(finished, reader)
         await speak(stream, pcm[cut:], rate)
     await reader
     return timeline
+
+
+async def _until(event: asyncio.Event, reader: asyncio.Task[None]) -> None:
+    """Wait for `event`; if the event reader ends first (the stream failed), raise its error instead of hanging."""
+    waiter = asyncio.ensure_future(event.wait())
+    done, _ = await asyncio.wait((waiter, reader), return_when=asyncio.FIRST_COMPLETED)
+    if waiter not in done:
+        waiter.cancel()
+        reader.result()
+        raise RuntimeError("the audio stream ended before the expected playback event")
 
 
 async def main(args: argparse.Namespace) -> None:

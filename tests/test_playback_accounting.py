@@ -243,3 +243,32 @@ async def test_any_common_input_format_is_resampled_exactly(client: AvatarGatewa
         await stream.end_segment()
     fins = finishes(await drain(stream))
     assert fins[1].position == pytest.approx(0.4, abs=1 / 24000) and not fins[1].interrupted
+
+
+async def test_concurrent_clear_and_cancelled_talker_keep_the_stream_usable(client: AvatarGatewayClient) -> None:
+    """A TTS task streams while the agent's interruption handler clears, then the TTS task is cancelled mid-chunk:
+    gRPC allows one write in flight per call and grpc.aio cancels the whole call when a write is cancelled, so the
+    client must serialise writes and keep them running; the stream stays usable and accounting stays exact."""
+    name = await start_mock(client)
+    pieces = chunks(speech(2.0))
+    async with client.stream_audio(name, sample_rate=16000) as stream:
+        events = stream.events()
+
+        async def talk() -> None:
+            for piece in pieces:
+                await stream.send(piece)
+
+        for _ in range(5):
+            talker = asyncio.create_task(talk())
+            await asyncio.sleep(0)  # let the talker start writing
+            await stream.clear()
+            talker.cancel()
+            await asyncio.gather(talker, return_exceptions=True)
+        await stream.clear()
+        await send_speech(stream, 0.2, seed=9)
+        last = await stream.end_segment()
+    fins = finishes([e async for e in events])
+    assert fins[last].position == pytest.approx(0.2, abs=1e-6) and not fins[last].interrupted
+    assert all(f.interrupted for seg, f in fins.items() if seg != last)
+    opened, finished, _ = await stats(client, name)
+    assert opened == finished == len(fins)
