@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import grpc
 from avatar.v1 import audio_stream_pb2 as pb
 from avatar.v1 import session_pb2
-from google.protobuf import duration_pb2
 
 from gateway import errors
+from gateway.convert import audio_format_pb, duration
 from gateway.metrics import GatewayMetrics
 from gateway.resample import Resampler
 from gateway.session import AvatarSession, SessionEndedEvent, State, StreamSink
@@ -61,18 +61,6 @@ def validate_format(fmt: session_pb2.AudioFormat) -> PcmFormat:
         raise errors.invalid_argument("config.format.channels",
                                       f"channels must be 1 or 2, got {fmt.channels}", "UNSUPPORTED_CHANNELS")
     return PcmFormat(fmt.sample_rate_hz, fmt.channels)
-
-
-def _duration(seconds: float) -> duration_pb2.Duration:
-    d = duration_pb2.Duration()
-    d.FromNanoseconds(round(seconds * 1e9))
-    return d
-
-
-def audio_format_pb(fmt: PcmFormat) -> session_pb2.AudioFormat:
-    """PcmFormat as the proto message."""
-    return session_pb2.AudioFormat(sample_rate_hz=fmt.sample_rate, channels=fmt.channels,
-                                   encoding=session_pb2.AUDIO_ENCODING_PCM16LE)
 
 
 class AudioStream:
@@ -255,7 +243,7 @@ class AudioStream:
 
     def _response(self, item: object) -> pb.StreamAudioResponse | None:
         if isinstance(item, GoAwayEvent):
-            return pb.StreamAudioResponse(go_away=pb.GoAway(time_left=_duration(item.time_left_s)))
+            return pb.StreamAudioResponse(go_away=pb.GoAway(time_left=duration(item.time_left_s)))
         if not isinstance(item, (PlaybackStarted, PlaybackFinished, PlaybackUnderrun)):
             return None
         local = self._local.get(item.segment_id)
@@ -270,6 +258,6 @@ class AudioStream:
         self._unfinished.discard(item.segment_id)
         return pb.StreamAudioResponse(playback_finished=pb.PlaybackFinished(
             segment_id=local,
-            playback_position=_duration(item.position / self.session.output_rate),
+            playback_position=duration(item.position / self.session.output_rate),
             interrupted=item.interrupted,
         ))

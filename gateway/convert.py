@@ -6,9 +6,8 @@ from avatar.v1 import avatar_provider_pb2 as api_pb
 from avatar.v1 import session_pb2 as pb
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from gateway.audio_stream import audio_format_pb
 from gateway.session import AvatarSession
-from providers.base import ProviderInfo, VideoSpec
+from providers.base import PcmFormat, ProviderInfo, VideoSpec
 
 
 def duration(seconds: float) -> duration_pb2.Duration:
@@ -16,6 +15,11 @@ def duration(seconds: float) -> duration_pb2.Duration:
     d = duration_pb2.Duration()
     d.FromNanoseconds(round(seconds * 1e9))
     return d
+
+
+def audio_format_pb(fmt: PcmFormat) -> pb.AudioFormat:
+    """PcmFormat as the proto message."""
+    return pb.AudioFormat(sample_rate_hz=fmt.sample_rate, channels=fmt.channels, encoding=pb.AUDIO_ENCODING_PCM16LE)
 
 
 def _timestamp(epoch_s: float | None) -> timestamp_pb2.Timestamp | None:
