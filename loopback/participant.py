@@ -80,6 +80,10 @@ class Participant:
         return self.grants.hidden is True
 
     @property
+    def can_publish(self) -> bool:
+        return bool(self.grants.can_publish)
+
+    @property
     def can_subscribe(self) -> bool:
         return bool(self.grants.can_subscribe)
 

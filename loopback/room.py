@@ -125,6 +125,8 @@ class RoomManager:
                     other_participants=[p.info() for p in room.others(participant) if not p.hidden],
                     server_version=SERVER_VERSION,
                     subscriber_primary=False,
+                    # as livekit-server: a participant that may publish negotiates at once instead of debouncing
+                    fast_publish=participant.can_publish,
                     server_region="loopback",
                     ping_interval=self._ping_interval,
                     ping_timeout=self._ping_timeout,

@@ -116,6 +116,7 @@ class RtcSession:
         self._used_mids: set[str] = set()  # sections ever sent or received on: never reused
         self._subs: dict[str, Subscription] = {}
         self._pending_subs: list[Subscription] = []
+        self._to_request: list[Subscription] = []  # new subscriptions the client has not been asked for yet
         self._answered = False
         self._early_candidates: dict[int, list[str]] = {PUBLISHER: [], SUBSCRIBER: []}
         self._primary: dict[int, tuple[str, int]] = {}
@@ -274,6 +275,11 @@ class RtcSession:
         transceiver.direction = "sendonly"
         sub.transceiver = transceiver
 
+    def _request_new_sections(self) -> None:
+        subs, self._to_request = self._to_request, []
+        if not self._closed:
+            self._request_sections([sub for sub in subs if sub in self._pending_subs])
+
     def _request_sections(self, subs: list[Subscription]) -> None:
         audios = sum(1 for s in subs if s.kind == "audio")
         videos = sum(1 for s in subs if s.kind == "video")
@@ -295,8 +301,12 @@ class RtcSession:
             if self.single_pc:
                 self._pending_subs.append(sub)
                 if self._answered:
-                    # Only a new client offer can carry the new direction: ask for one.
-                    self._request_sections([sub])
+                    # Only a new client offer can carry the new direction: ask for one. Subscriptions made
+                    # together (a participant publishing audio and video in one offer) share one request, so the
+                    # client renegotiates once.
+                    if not self._to_request:
+                        asyncio.get_running_loop().call_soon(self._request_new_sections)
+                    self._to_request.append(sub)
             else:
                 pc = self._ensure_sub_pc()
                 transceiver = pc.addTransceiver(relay.kind, direction="sendonly")
@@ -338,7 +348,9 @@ class RtcSession:
         """The client's answer to a subscriber-PC offer (``/rtc`` mode only)."""
         async with self._lock:
             pc = self._sub_pc
-            if pc is None or self._closed or not self._sub_negotiating:
+            # an answer is only valid while our offer is pending: a late one (the client is leaving and its
+            # connection is already closed) is dropped
+            if pc is None or self._closed or not self._sub_negotiating or pc.signalingState != "have-local-offer":
                 return
             await pc.setRemoteDescription(AiortcDescription(sdp=sdp, type="answer"))
             await self._flush_candidates(SUBSCRIBER)

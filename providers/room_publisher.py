@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable
 import numpy as np
 from livekit import rtc
 
+from providers import sdk_logs
 from providers.base import AvatarFrame, PcmFormat, ProviderError, RoomSpec, VideoSpec
 from providers.media import MediaOutput, PlayoutClock, SyncedMedia
 from providers.playback import PlaybackLedger
@@ -95,6 +96,7 @@ class RoomPublisher:
             await self._join(self._room_spec, self._media)
 
     async def _join(self, spec: RoomSpec, media: SyncedMedia) -> None:
+        sdk_logs.install()
         room = rtc.Room()
         room.on("disconnected", self._disconnected)
         self._room = room

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from livekit import rtc
 
+from providers import sdk_logs
 from providers.mock.face import mouth_opening_i420
 from viewer.mp4 import AUDIO_RATE, Mp4Writer
 from viewer.sync import envelope_level
@@ -70,6 +71,7 @@ class Viewer:
 
     async def join(self) -> None:
         """Connect (auto-subscribe) and start consuming the avatar's tracks as they come."""
+        sdk_logs.install()
         self.room.on("track_subscribed", self._on_track)
         self.room.on("participant_disconnected", self._on_left)
         await self.room.connect(self._url, self._token, rtc.RoomOptions(auto_subscribe=True))

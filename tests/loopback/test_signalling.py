@@ -15,6 +15,7 @@ import jwt
 import pytest
 from livekit import api, rtc
 from livekit.protocol import models
+from livekit.protocol import rtc as proto_rtc
 
 from loopback import LoopbackServer, loopback_host
 from tests.loopback.loopback_helpers import API_KEY, API_SECRET, ConnectFn, requires_netns
@@ -200,3 +201,25 @@ async def test_cli_entry_point_serves_the_sdk() -> None:
     text = b"".join(output).decode()
     assert returncode == 0, text
     assert API_SECRET not in text
+
+
+async def _join_response(server: LoopbackServer, grants: api.VideoGrants) -> proto_rtc.JoinResponse:
+    token = server.create_token("raw", "raw-room", grants=grants)
+    ws_url = server.http_url.replace("http://", "ws://", 1)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession() as http, http.ws_connect(f"{ws_url}/rtc?protocol=15", headers=headers) as ws:
+        message = await ws.receive_bytes()
+    response = proto_rtc.SignalResponse.FromString(message)
+    assert response.WhichOneof("message") == "join"
+    await server.wait_for(lambda s: not s.rooms)
+    return response.join
+
+
+async def test_join_response_grants_fast_publish_like_livekit_server(server: LoopbackServer) -> None:
+    # livekit-server sets fast_publish for every participant that may publish: the SDK then negotiates a new
+    # track at once instead of debouncing it (this is most of the time to a first avatar frame)
+    publisher = await _join_response(server, api.VideoGrants(room_join=True, room="raw-room"))
+    assert publisher.fast_publish
+    assert not publisher.subscriber_primary
+    watcher = await _join_response(server, api.VideoGrants(room_join=True, room="raw-room", can_publish=False))
+    assert not watcher.fast_publish
