@@ -25,6 +25,7 @@ from avatar.v1 import avatar_provider_pb2_grpc as pb_grpc
 from avatar.v1 import session_pb2
 
 from bench.procstat import cpu_seconds
+from bench.ticks import Ticker
 
 RATE = 16000
 CHUNK_BYTES = RATE // 50 * 2
@@ -71,24 +72,14 @@ async def generate(port: int, streams: int, seconds: float) -> None:
     for call in calls:
         await call.write(config.SerializeToString())
     chunk = pb.StreamAudioRequest(audio=pb.AudioChunk(pcm=bytes(CHUNK_BYTES))).SerializeToString()
-    print("ready", flush=True)
-    line = await asyncio.to_thread(sys.stdin.readline)
-    go = float(line.split()[1])
-    await asyncio.sleep(max(0.0, go - time.time()))
-    ticks, late = int(seconds * 50), 0
-    start = time.monotonic()
-    for tick in range(ticks):
-        delay = start + tick * 0.02 - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        elif delay < -0.02:
-            late += 1
+    ticker = Ticker(int(seconds * 50))
+    async for _ in ticker.run():
         await asyncio.gather(*(call.write(chunk) for call in calls))
     for call in calls:
         call.cancel()
     for ch in channels:
         await ch.close()
-    print(json.dumps({"late_ticks": late, "ticks": ticks}), flush=True)
+    print(json.dumps({"late_ticks": ticker.late, "ticks": ticker.ticks}), flush=True)
 
 
 async def _spawn(*args: str) -> asyncio.subprocess.Process:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import time
 
 import numpy as np
 
 from agent_client import AudioStream, AvatarGatewayClient, PlaybackFinished
+from bench.ticks import Ticker
 
 RATE = 16000
 CHUNK = RATE // 50  # 20 ms
@@ -40,19 +40,12 @@ async def main(port: int, streams: int, seconds: float, video: tuple[int, int, i
     t = np.arange(RATE * 2) / RATE
     segment = (np.sin(2 * np.pi * 150 * t) * (0.5 - 0.5 * np.cos(2 * np.pi * 4 * t)) * 8000).astype("<i2")
     pieces = [segment[i : i + CHUNK].tobytes() for i in range(0, segment.size, CHUNK)]
-    print("ready", flush=True)
-    line = await asyncio.to_thread(sys.stdin.readline)
-    go = float(line.split()[1])
-    ticks = int(seconds * 50)
-    late = sent = 0
-    await asyncio.sleep(max(0.0, go - time.time()))
+    ticker = Ticker(int(seconds * 50))
+    sent = 0
     start = time.monotonic()
-    for tick in range(ticks):
-        delay = start + tick * 0.02 - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        elif delay < -0.02:
-            late += 1
+    async for tick in ticker.run():
+        if tick == 0:
+            start = time.monotonic()
         piece = pieces[tick % len(pieces)]
         await asyncio.gather(*(s.send(piece) for s in opened))
         sent += len(opened)
@@ -64,7 +57,7 @@ async def main(port: int, streams: int, seconds: float, video: tuple[int, int, i
     await asyncio.gather(*readers, return_exceptions=True)
     for c in clients:
         await c.close()
-    print(json.dumps({"sent": sent, "late_ticks": late, "ticks": ticks, "elapsed": elapsed,
+    print(json.dumps({"sent": sent, "late_ticks": ticker.late, "ticks": ticker.ticks, "elapsed": elapsed,
                       "finished": counts["finished"]}), flush=True)
 
 
