@@ -71,6 +71,8 @@ class SessionParams:
     max_duration_s: float
     labels: dict[str, str] = field(default_factory=dict)
     video_delay_s: float = 0.0
+    # input-only: never echoed (they may hold a provider's per-customer settings)
+    provider_options: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 class StreamSink:
@@ -129,7 +131,7 @@ class AvatarSession:
             async with asyncio.timeout(timeout_s):
                 self._provider = await self.adapter.start(spec)
                 self._check_starting()
-                self.provider_format = self.adapter.info.audio_format
+                self.provider_format = self._provider.input_format
                 self.output_rate = self._provider.output_format.sample_rate
                 self.ledger = PlaybackLedger(self.output_rate, self._on_playback_event)
                 self._publisher = RoomPublisher(

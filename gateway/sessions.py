@@ -159,6 +159,7 @@ class SessionManager:
             session_id=session_id, owner=caller.principal, provider=info.name, room_url=url,
             room_name=req.room.room_name, agent_identity=req.room.agent_identity, avatar_id=req.avatar_id,
             video=video, idle_timeout_s=idle, max_duration_s=longest, labels=labels, video_delay_s=video_delay,
+            provider_options=dict(req.provider_options),
         )
 
     async def _start(self, session: AvatarSession, adapter: ProviderAdapter) -> None:
@@ -170,7 +171,7 @@ class SessionManager:
             can_subscribe=adapter.info.needs_subscribe, ttl_s=p.token_ttl_s)
         room = RoomSpec(url=params.room_url, room_name=params.room_name, agent_identity=params.agent_identity,
                         avatar_identity=session.avatar_identity, token=token)
-        spec = SessionSpec(session_id=params.session_id, avatar_id=params.avatar_id, options={},
+        spec = SessionSpec(session_id=params.session_id, avatar_id=params.avatar_id, options=params.provider_options,
                            video=params.video, room=room)
         log.info("session %s starting: provider=%s room=%s", session.name, params.provider, params.room_name)
         await session.start(spec, headless=p.headless, lead_ms=p.lead_ms, timeout_s=p.start_timeout_s)

@@ -115,6 +115,11 @@ class ProviderSession(ABC):
         """Format of `AvatarFrame.audio`."""
 
     @property
+    def input_format(self) -> PcmFormat:
+        """Format `push_audio` takes (the gateway resamples the agent's audio to it); by default the output's."""
+        return self.output_format
+
+    @property
     @abstractmethod
     def video(self) -> VideoSpec:
         """Size and rate of the frames."""

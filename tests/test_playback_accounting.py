@@ -245,6 +245,21 @@ async def test_any_common_input_format_is_resampled_exactly(client: AvatarGatewa
     assert fins[1].position == pytest.approx(0.4, abs=1 / 24000) and not fins[1].interrupted
 
 
+async def test_provider_options_reach_the_provider(client: AvatarGatewayClient) -> None:
+    """The mock standing in for a 16 kHz provider: the session, `ready` and playout all use its rate, and audio
+    already at that rate plays exactly."""
+    session = await client.start_session("mock", room_name="test-room", agent_identity="agent-1",
+                                         provider_options={"sample_rate": "16000", "seed": "3"})
+    assert session.provider_audio_format.sample_rate_hz == 16000
+    async with client.stream_audio(session.name, sample_rate=16000) as stream:
+        assert stream.ready is not None and stream.ready.provider_format.sample_rate_hz == 16000
+        await send_speech(stream, 0.4)
+        await stream.end_segment()
+    fins = finishes(await drain(stream))
+    assert fins[1].position == pytest.approx(0.4, abs=1e-9) and not fins[1].interrupted
+    assert (await client.get_session(session.name)).provider_audio_format.sample_rate_hz == 16000
+
+
 async def test_concurrent_clear_and_cancelled_talker_keep_the_stream_usable(client: AvatarGatewayClient) -> None:
     """A TTS task streams while the agent's interruption handler clears, then the TTS task is cancelled mid-chunk:
     gRPC allows one write in flight per call and grpc.aio cancels the whole call when a write is cancelled, so the

@@ -34,7 +34,13 @@ MOCK_INFO = ProviderInfo(
     max_session_seconds=24 * 3600.0,
 )
 
-_OPTIONS = {"seed": "blink schedule seed (integer)", "prebuffer_ms": "audio buffered before a segment starts (0-500)"}
+_OPTIONS = {
+    "seed": "blink schedule seed (integer)",
+    "prebuffer_ms": "audio buffered before a segment starts (0-500)",
+    # real providers differ (Simli 16 kHz, Tavus 24 kHz): the mock can stand in for any of them
+    "sample_rate": "audio rate in and out, Hz (8000-48000; default 24000)",
+}
+_RANGES = {"prebuffer_ms": (0, 500), "sample_rate": (8000, 48000)}
 
 
 @functools.lru_cache(maxsize=8)
@@ -58,8 +64,9 @@ class MockProvider(ProviderAdapter):
                 number = int(value)
             except ValueError:
                 raise OptionError(key, f"option {key!r} must be an integer") from None
-            if key == "prebuffer_ms" and not 0 <= number <= 500:
-                raise OptionError(key, "option 'prebuffer_ms' must be between 0 and 500")
+            low, high = _RANGES.get(key, (number, number))
+            if not low <= number <= high:
+                raise OptionError(key, f"option {key!r} must be between {low} and {high}")
 
     async def warm_up(self) -> None:
         d = MOCK_INFO.default_video
@@ -73,6 +80,7 @@ class MockProvider(ProviderAdapter):
             face=face,
             seed=int(spec.options.get("seed", "0")),
             prebuffer_ms=int(spec.options.get("prebuffer_ms", "40")),
+            sample_rate=int(spec.options.get("sample_rate", str(MOCK_INFO.audio_format.sample_rate))),
         )
 
 
@@ -80,9 +88,9 @@ class MockSession(ProviderSession):
     """One mock avatar. Input audio is queued per segment; each frame takes exactly its share of samples."""
 
     def __init__(self, video: VideoSpec, *, face: FaceRenderer | None = None, seed: int = 0,
-                 prebuffer_ms: int = 40) -> None:
+                 prebuffer_ms: int = 40, sample_rate: int = MOCK_INFO.audio_format.sample_rate) -> None:
         self._video = video
-        self._fmt = MOCK_INFO.audio_format
+        self._fmt = PcmFormat(sample_rate, MOCK_INFO.audio_format.channels)
         self._face = face or _renderer(video.width, video.height)
         self._blink = BlinkSchedule(seed)
         self._prebuffer = self._fmt.sample_rate * prebuffer_ms // 1000
