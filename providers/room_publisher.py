@@ -26,6 +26,7 @@ from providers import sdk_logs
 from providers.base import AvatarFrame, PcmFormat, ProviderError, RoomSpec, VideoSpec
 from providers.media import MediaOutput, PlayoutClock, SyncedMedia
 from providers.playback import PlaybackLedger
+from providers.wakeups import Wakeups
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,7 @@ class RoomPublisher:
         frame_duration = 1.0 / self._video.fps
         index = 0
         loop = asyncio.get_running_loop()
+        wakeups = Wakeups.for_loop(loop)
         # on a playout clock nothing is shown: frames need no delay line (and no second task waking per frame)
         delayed = isinstance(media, SyncedMedia)
         releaser = loop.create_task(self._release_video(), name="video-release") if delayed else None
@@ -167,10 +169,8 @@ class RoomPublisher:
                     # an interrupt empties the queue and resolves this wait at once, so the queue is refilled
                     # with idle frames and the next segment starts on a full queue instead of a burst that would
                     # outrun the agent's audio
-                    self._wake = wake = loop.create_future()
-                    timer = loop.call_later(min(ahead - self._lead_s, frame_duration), _resolve, wake)
+                    self._wake = wake = wakeups.sleep(min(ahead - self._lead_s, frame_duration))
                     await wake
-                    timer.cancel()
         finally:
             if releaser is not None:
                 releaser.cancel()

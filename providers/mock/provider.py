@@ -40,6 +40,7 @@ _OPTIONS = {
     # real providers differ (Simli 16 kHz, Tavus 24 kHz): the mock can stand in for any of them
     "sample_rate": "audio rate in and out, Hz (8000-48000; default 24000)",
 }
+I420 = rtc.VideoBufferType.I420  # a protobuf enum: looking it up costs microseconds, per frame
 _RANGES = {"prebuffer_ms": (0, 500), "sample_rate": (8000, 48000)}
 
 
@@ -192,6 +193,6 @@ class MockSession(ProviderSession):
             voiced = audio[: seg_samples * channels]
             mono = voiced if channels == 1 else voiced.reshape(-1, channels).mean(axis=1).astype(np.int16)
             level = face.level_for(mono)
-            video = rtc.VideoFrame(w, h, rtc.VideoBufferType.I420, face.frame(level, blink.eyes_closed(index, fps)))
+            video = rtc.VideoFrame(w, h, I420, face.frame(level, blink.eyes_closed(index, fps)))
             index += 1
             yield AvatarFrame(video, audio, seg, seg_samples, done, underrun)
