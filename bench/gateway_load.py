@@ -3,11 +3,14 @@
 Each stream sends 16 kHz mono speech in 20 ms chunks in real time, in 2 s segments, to its own mock session on a
 headless gateway. The gateway runs in its own process so its CPU is measured alone (from /proc); the hop histogram
 comes from the gateway itself (gateway/metrics.py); the load comes from `--workers` separate processes
-(bench/load_worker.py), since one Python process cannot offer 25 000 chunks/s. All of it shares this machine's two
-cores, so the load generators' CPU is reported too. The mock renders small video (`--video`, default 64x48 at
-10 fps) so the figures are about the gateway, not about pixel pushing (bench/render_mock.py measures rendering).
+(bench/load_worker.py). All of it shares this machine's two cores, so the load generators' CPU is reported too.
+The mock plays audio at `--provider-rate` (16 kHz by default, like Simli: no resampling; 24000 makes the gateway
+resample every chunk with PyAV) and renders small video (`--video`, default 64x48 at 10 fps) so the figures are
+about the gateway, not about pixel pushing (bench/render_mock.py measures rendering).
 
     .venv/bin/python -m bench.gateway_load --streams 1 100 500
+    .venv/bin/python -m bench.gateway_load --streams 100 200 --provider-rate 24000
+    .venv/bin/python -m bench.gateway_load --streams 100 --client agent_client
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ async def _spawn(*args: str, **kwargs: object) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(sys.executable, "-m", *args, **kwargs)  # type: ignore[arg-type]
 
 
-async def run(streams: int, seconds: float, warmup: float, video: str, workers: int, profile: str | None
-              ) -> dict[str, object]:
+async def run(streams: int, seconds: float, warmup: float, video: str, workers: int, profile: str | None,
+              client: str, provider_rate: int, per_connection: int) -> dict[str, object]:
     tmp = Path(tempfile.mkdtemp())
     metrics_file = tmp / "metrics.json"
     with (tmp / "gateway.log").open("w") as log:
@@ -44,6 +47,8 @@ async def run(streams: int, seconds: float, warmup: float, video: str, workers: 
         for i, share in enumerate(s for s in shares if s):
             procs.append(await _spawn("bench.load_worker", "--port", port, "--streams", str(share), "--seconds",
                                       str(warmup + seconds), "--video", video, "--tag", str(i),
+                                      "--client", client, "--provider-rate", str(provider_rate),
+                                      "--per-connection", str(per_connection),
                                       stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE))
         async with asyncio.timeout(300):
             for p in procs:
@@ -67,6 +72,7 @@ async def run(streams: int, seconds: float, warmup: float, video: str, workers: 
                 str(int(seconds * 0.8)), "-r", "200", "-f", "raw", "-o", profile,
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         await asyncio.sleep(seconds - 0.5)
+        gateway.send_signal(signal.SIGUSR2)
         wall = time.monotonic() - t0
         cpu = [(cpu_seconds(pid) - c) / wall for pid, c in zip(pids, cpu0, strict=True)]
         rss = rss_mb(gateway.pid)
@@ -94,6 +100,9 @@ async def run(streams: int, seconds: float, warmup: float, video: str, workers: 
             "load_generator_cpu_cores": sum(cpu[1:]),
             "gateway_rss_mb": rss,
             "segments_finished": sum(r["finished"] for r in reports),
+            "stream_errors": sum(r["errors"] for r in reports),
+            "underrun_warnings": sum(r["underruns"] for r in reports),
+            "flow_control_waits": sum(r.get("blocked", 0) for r in reports),
         }
     finally:
         for p in [gateway, *procs]:
@@ -107,19 +116,28 @@ def main() -> None:
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 100, 500])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=4.0)
-    parser.add_argument("--workers", type=int, default=2, help="load-generator processes")
+    parser.add_argument("--workers", type=int, help="load-generator processes (default: 1 for h2, 2 for "
+                        "agent_client)")
+    parser.add_argument("--client", choices=("h2", "agent_client"), default="h2",
+                        help="load generator's gRPC client (see bench/load_worker.py)")
+    parser.add_argument("--provider-rate", type=int, default=16000, help="the mock's audio rate, Hz")
+    parser.add_argument("--per-connection", type=int, default=50,
+                        help="streams sharing one gRPC connection (an agent server process hosting many sessions)")
     parser.add_argument("--video", default="64x48@10", help="WxH@FPS of the mock avatar")
     parser.add_argument("--profile", help="record the gateway with py-spy (raw format) to this file")
     args = parser.parse_args()
     print(f"{'streams':>7} {'chunks/s':>9} {'offered':>7} {'hop p50':>9} {'hop p99':>9} {'hop max':>9} "
-          f"{'gw CPU':>7} {'load CPU':>8} {'gw RSS':>7}")
+          f"{'gw CPU':>7} {'load CPU':>8} {'gw RSS':>7} {'underruns':>9}")
     for n in args.streams:
-        r = asyncio.run(run(n, args.seconds, args.warmup, args.video, min(args.workers, n), args.profile))
+        workers = args.workers or (1 if args.client == "h2" else 2)
+        r = asyncio.run(run(n, args.seconds, args.warmup, args.video, min(workers, n), args.profile, args.client,
+                            args.provider_rate, args.per_connection))
         hop = r["hop"]
         assert isinstance(hop, dict)
         print(f"{n:>7} {r['chunks_per_s']:>9.0f} {r['offered_fraction']:>7.1%} {hop['p50_us']:>7.0f}us "
               f"{hop['p99_us']:>7.0f}us {hop['max_us']:>7.0f}us {r['gateway_cpu_cores']:>6.0%} "
-              f"{r['load_generator_cpu_cores']:>7.0%} {r['gateway_rss_mb']:>5.0f}MB", flush=True)
+              f"{r['load_generator_cpu_cores']:>7.0%} {r['gateway_rss_mb']:>5.0f}MB {r['underrun_warnings']:>9}",
+              flush=True)
         print(json.dumps(r), flush=True)
 
 

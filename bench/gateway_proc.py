@@ -1,5 +1,5 @@
-"""A headless gateway process for benchmarks: prints its port, SIGUSR1 resets its metrics, SIGTERM writes them as
-JSON and exits."""
+"""A headless gateway process for benchmarks: prints its port; SIGUSR1 resets its metrics (the measurement window
+opens), SIGUSR2 takes their snapshot (it closes); SIGTERM writes the snapshot as JSON and exits."""
 
 from __future__ import annotations
 
@@ -26,13 +26,20 @@ async def main(metrics_file: Path) -> None:
         for stream in server.service._streams:
             stream._metrics = server.manager.metrics
 
+    snapshot: dict[str, object] = {}
+
+    def take() -> None:
+        m = server.manager.metrics
+        snapshot.update(chunks=m.chunks, hop=m.hop.summary())
+
     loop.add_signal_handler(signal.SIGUSR1, reset)
+    loop.add_signal_handler(signal.SIGUSR2, take)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     print(port, flush=True)
     await stop.wait()
-    m = server.manager.metrics
-    summary = {"chunks": m.chunks, "hop": m.hop.summary()}
-    await asyncio.to_thread(metrics_file.write_text, json.dumps(summary))
+    if not snapshot:
+        take()
+    await asyncio.to_thread(metrics_file.write_text, json.dumps(snapshot))
     await server.stop(0.0)
 
 

@@ -1,12 +1,13 @@
 """The transport floor under bench.gateway_load: the same streams against a StreamAudio that does nothing.
 
-A sink server implements only `avatar.v1.AvatarProvider/StreamAudio` and discards every message; load generators
-(separate processes) open N streams and write one 20 ms chunk of 16 kHz mono PCM per stream every 20 ms, as
-serialized `StreamAudioRequest`s built once (the cheapest a Python agent can send). Whatever this cannot sustain on
-a machine, no gateway written in Python on grpc.aio can sustain there either: it shows how much of the machine
-the gRPC transport and the load generation take before the gateway does any work.
+A sink server implements only `avatar.v1.AvatarProvider/StreamAudio` on grpc.aio and discards every message; load
+generators (separate processes) open N streams and write one 20 ms chunk of 16 kHz mono PCM per stream every 20 ms,
+as serialized `StreamAudioRequest`s built once. It shows what receiving a chunk costs grpc.aio before the gateway
+does any work, and (`--client grpc`) what sending one costs a Python agent on grpc.aio, against bench/h2_client.py
+(`--client h2`, the default), which frames a tick's messages for a whole connection into one write.
 
     .venv/bin/python -m bench.grpc_floor --streams 100 300 500
+    .venv/bin/python -m bench.grpc_floor --streams 100 300 --client grpc
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from avatar.v1 import audio_stream_pb2 as pb
 from avatar.v1 import avatar_provider_pb2_grpc as pb_grpc
 from avatar.v1 import session_pb2
 
+from bench.h2_client import H2Connection, grpc_message
 from bench.procstat import cpu_seconds
-from bench.ticks import Ticker
+from bench.ticks import PHASES, Ticker
 
 RATE = 16000
 CHUNK_BYTES = RATE // 50 * 2
@@ -63,23 +65,51 @@ async def serve() -> None:
     await server.stop(0)
 
 
-async def generate(port: int, streams: int, seconds: float) -> None:
-    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(max(1, streams // 50))]
+async def generate_h2(port: int, streams: int, seconds: float, per_connection: int) -> None:
+    conns = [await H2Connection.connect("127.0.0.1", port) for _ in range(-(-streams // per_connection))]
+    calls = [(conns[i // per_connection], conns[i // per_connection].open(METHOD, lambda _: None))
+             for i in range(streams)]
+    config = grpc_message(pb.StreamAudioRequest(config=pb.StreamAudioConfig(
+        session="sessions/floor", format=session_pb2.AudioFormat(sample_rate_hz=RATE, channels=1)
+    )).SerializeToString())
+    chunk = grpc_message(pb.StreamAudioRequest(audio=pb.AudioChunk(pcm=bytes(CHUNK_BYTES))).SerializeToString())
+    for conn, call in calls:
+        conn.send(call, config)
+        conn.flush()
+    groups = [calls[p::PHASES] for p in range(PHASES)]
+    group_conns = [list(dict.fromkeys(conn for conn, _ in group)) for group in groups]
+    ticker = Ticker(int(seconds * 50), PHASES)
+    async for _, phase in ticker.run():
+        for conn, call in groups[phase]:
+            conn.send(call, chunk)
+        for conn in group_conns[phase]:
+            conn.flush()
+    for conn, call in calls:
+        conn.reset(call)
+    for conn in conns:
+        conn.flush()
+        conn.close()
+    print(json.dumps({"late_ticks": ticker.late, "ticks": ticker.ticks * PHASES}), flush=True)
+
+
+async def generate_grpc(port: int, streams: int, seconds: float, per_connection: int) -> None:
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(-(-streams // per_connection))]
     # raw bytes in, no serializer: the cheapest write grpc.aio offers
-    calls = [channels[i % len(channels)].stream_stream(METHOD)() for i in range(streams)]
+    calls = [channels[i // per_connection].stream_stream(METHOD)() for i in range(streams)]
     config = pb.StreamAudioRequest(config=pb.StreamAudioConfig(
         session="sessions/floor", format=session_pb2.AudioFormat(sample_rate_hz=RATE, channels=1)))
     for call in calls:
         await call.write(config.SerializeToString())
     chunk = pb.StreamAudioRequest(audio=pb.AudioChunk(pcm=bytes(CHUNK_BYTES))).SerializeToString()
-    ticker = Ticker(int(seconds * 50))
-    async for _ in ticker.run():
-        await asyncio.gather(*(call.write(chunk) for call in calls))
+    groups = [calls[p::PHASES] for p in range(PHASES)]
+    ticker = Ticker(int(seconds * 50), PHASES)
+    async for _, phase in ticker.run():
+        await asyncio.gather(*(call.write(chunk) for call in groups[phase]))
     for call in calls:
         call.cancel()
     for ch in channels:
         await ch.close()
-    print(json.dumps({"late_ticks": ticker.late, "ticks": ticker.ticks}), flush=True)
+    print(json.dumps({"late_ticks": ticker.late, "ticks": ticker.ticks * PHASES}), flush=True)
 
 
 async def _spawn(*args: str) -> asyncio.subprocess.Process:
@@ -87,7 +117,7 @@ async def _spawn(*args: str) -> asyncio.subprocess.Process:
                                                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
 
 
-async def run(streams: int, seconds: float, workers: int) -> dict[str, float]:
+async def run(streams: int, seconds: float, workers: int, client: str, per_connection: int) -> dict[str, float]:
     server = await _spawn("--role", "server")
     procs: list[asyncio.subprocess.Process] = []
     try:
@@ -95,8 +125,9 @@ async def run(streams: int, seconds: float, workers: int) -> dict[str, float]:
         port = (await server.stdout.readline()).decode().strip()
         shares = [streams // workers + (1 if i < streams % workers else 0) for i in range(workers)]
         for share in shares:
-            procs.append(await _spawn("--role", "client", "--port", port, "--streams", str(share),
-                                      "--seconds", str(seconds + 3)))
+            procs.append(await _spawn("--role", "client", "--client", client, "--port", port, "--streams",
+                                      str(share), "--seconds", str(seconds + 3), "--per-connection",
+                                      str(per_connection)))
         for p in procs:
             assert p.stdout is not None
             if (await p.stdout.readline()).strip() != b"ready":
@@ -145,19 +176,23 @@ def main() -> None:
     parser.add_argument("--role", choices=("bench", "server", "client"), default="bench")
     parser.add_argument("--streams", type=int, nargs="+", default=[100, 300, 500])
     parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--workers", type=int, default=2, help="load-generator processes")
+    parser.add_argument("--workers", type=int, help="load-generator processes (default: 1 for h2, 2 for grpc)")
+    parser.add_argument("--client", choices=("h2", "grpc"), default="h2", help="the load generators' client")
+    parser.add_argument("--per-connection", type=int, default=50, help="streams sharing one connection")
     parser.add_argument("--port", type=int)
     args = parser.parse_args()
     if args.role == "server":
         asyncio.run(serve())
         return
     if args.role == "client":
-        asyncio.run(generate(args.port, args.streams[0], args.seconds))
+        generate = generate_h2 if args.client == "h2" else generate_grpc
+        asyncio.run(generate(args.port, args.streams[0], args.seconds, args.per_connection))
         return
     print(f"{'streams':>7} {'msgs/s':>7} {'offered':>7} {'late':>6} {'sink CPU':>8} {'gen CPU':>8} "
           f"{'sink us/msg':>11} {'gen us/msg':>10}")
     for n in args.streams:
-        r = asyncio.run(run(n, args.seconds, min(args.workers, n)))
+        workers = args.workers or (1 if args.client == "h2" else 2)
+        r = asyncio.run(run(n, args.seconds, min(workers, n), args.client, args.per_connection))
         print(f"{n:>7} {r['messages_per_s']:>7.0f} {r['offered_fraction']:>7.1%} {r['late_tick_fraction']:>6.1%} "
               f"{r['sink_cpu_cores']:>8.0%} {r['generator_cpu_cores']:>8.0%} {r['sink_us_per_message']:>11.1f} "
               f"{r['generator_us_per_message']:>10.1f}", flush=True)

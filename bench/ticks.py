@@ -9,25 +9,30 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 PERIOD_S = 0.02  # one 20 ms audio chunk per stream per tick
+PHASES = 10  # the load generators' streams write in 10 groups, 2 ms apart
 
 
 @dataclass
 class Ticker:
-    """Counts the ticks that started more than one period late (the generator could not keep up)."""
+    """Real-time ticks of PERIOD_S, each cut into `phases` evenly spaced phases (streams spread over a tick, as
+    independent agents are, instead of all writing at once). Counts the phases that started more than one period
+    late (the generator could not keep up)."""
 
     ticks: int
+    phases: int = 1
     late: int = 0
 
-    async def run(self) -> AsyncIterator[int]:
-        """Announce `ready`, read `go <epoch seconds>` from stdin, then yield tick numbers on schedule."""
+    async def run(self) -> AsyncIterator[tuple[int, int]]:
+        """Announce `ready`, read `go <epoch seconds>` from stdin, then yield (tick, phase) on schedule."""
         print("ready", flush=True)
         line = await asyncio.to_thread(sys.stdin.readline)
         await asyncio.sleep(max(0.0, float(line.split()[1]) - time.time()))
         start = time.monotonic()
-        for tick in range(self.ticks):
-            delay = start + tick * PERIOD_S - time.monotonic()
+        step = PERIOD_S / self.phases
+        for n in range(self.ticks * self.phases):
+            delay = start + n * step - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             elif delay < -PERIOD_S:
                 self.late += 1
-            yield tick
+            yield divmod(n, self.phases)
