@@ -51,19 +51,20 @@ class AvatarProviderService(pb_grpc.AvatarProviderServicer):
         return pb.StartSessionResponse(session=session_pb(session))
 
     async def GetSession(self, request: pb.GetSessionRequest, context: Ctx) -> pb.GetSessionResponse:
-        return pb.GetSessionResponse(session=session_pb(self._manager.resolve(self._caller(context), request.name)))
+        session = await self._manager.locate(self._caller(context), request.name)
+        return pb.GetSessionResponse(session=session_pb(session))
 
     async def ListSessions(self, request: pb.ListSessionsRequest, context: Ctx) -> pb.ListSessionsResponse:
         page, token = self._manager.list_page(self._caller(context), request.page_size, request.page_token,
-                                         request.show_ended)
-        return pb.ListSessionsResponse(sessions=[session_pb(s) for s in page], next_page_token=token)
+                                              request.show_ended)
+        return pb.ListSessionsResponse(sessions=page, next_page_token=token)
 
     async def EndSession(self, request: pb.EndSessionRequest, context: Ctx) -> pb.EndSessionResponse:
         session = await self._manager.end(self._caller(context), request.name)
         return pb.EndSessionResponse(session=session_pb(session))
 
     async def WatchSession(self, request: pb.WatchSessionRequest, context: Ctx) -> None:
-        session = self._manager.resolve(self._caller(context), request.name)
+        session = await self._manager.locate(self._caller(context), request.name)
         changes = session.watch()
         try:
             last: tuple[State, int] | None = None
@@ -90,7 +91,7 @@ class AvatarProviderService(pb_grpc.AvatarProviderServicer):
         config = first.config
         if not config.session:
             raise errors.invalid_argument("config.session", "config.session is required", "MISSING_FIELD")
-        session = self._manager.resolve(caller, config.session, field="config.session")
+        session = await self._manager.locate(caller, config.session, field="config.session")
         fmt = validate_format(config.format)
         if session.state is not State.ACTIVE:
             raise errors.failed_precondition(

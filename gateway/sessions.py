@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import logging
-import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from avatar.v1 import avatar_provider_pb2 as pb
+from avatar.v1 import session_pb2 as pb_session
 
-from gateway import errors, validation
+from gateway import errors, paging, validation
 from gateway.config import Caller, GatewayConfig
+from gateway.convert import session_pb
+from gateway.directory import Directory, Elsewhere, SoloDirectory, request_key, session_key
 from gateway.metrics import GatewayMetrics
 from gateway.session import TERMINAL, AvatarSession, EndReason, SessionEndedWhileStarting, SessionParams, State
 from gateway.tokens import avatar_identity, mint_avatar_token
@@ -34,9 +36,10 @@ class _Pending:
 class SessionManager:
     """Owns every session of one gateway process."""
 
-    def __init__(self, config: GatewayConfig, registry: ProviderRegistry) -> None:
+    def __init__(self, config: GatewayConfig, registry: ProviderRegistry, directory: Directory | None = None) -> None:
         self.config = config
         self.registry = registry
+        self.directory = directory or SoloDirectory()
         self._sessions: dict[str, AvatarSession] = {}
         self._requests: dict[str, _Pending] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()
@@ -46,7 +49,8 @@ class SessionManager:
 
     # -- lookups ------------------------------------------------------------------------------------------------
     def resolve(self, caller: Caller, name: str, field: str = "name") -> AvatarSession:
-        """The session `name` if the caller may see it: INVALID_ARGUMENT, PERMISSION_DENIED, NOT_FOUND."""
+        """The session `name` of this process if the caller may see it: INVALID_ARGUMENT, PERMISSION_DENIED,
+        NOT_FOUND."""
         validation.session_id_from_name(name, field)
         session = self._sessions.get(name)
         if session is not None and session.params.owner != caller.principal:
@@ -55,19 +59,25 @@ class SessionManager:
             raise errors.not_found(name)
         return session
 
+    async def locate(self, caller: Caller, name: str, field: str = "name") -> AvatarSession:
+        """`resolve`, or Elsewhere when another worker process owns the session."""
+        session_id = validation.session_id_from_name(name, field)
+        if name not in self._sessions:
+            owner = await self.directory.lookup(session_key(session_id))
+            if owner is not None and owner != self.directory.index:
+                raise Elsewhere(owner)
+        return self.resolve(caller, name, field)
+
     def list_page(self, caller: Caller, page_size: int, page_token: str, show_ended: bool
-             ) -> tuple[list[AvatarSession], str]:
-        """One page of the caller's sessions, newest first."""
-        if page_size < 0 or page_size > 1000:
-            raise errors.invalid_argument("page_size", "page_size must be 0 to 1000", "INVALID_PAGE_SIZE")
-        size = page_size or 50
-        before = _decode_token(page_token)
-        rows = [s for s in self._sessions.values()
-                if s.params.owner == caller.principal and s.seq < before and (show_ended or s.state not in TERMINAL)]
-        rows.sort(key=lambda s: s.seq, reverse=True)
-        page = rows[:size]
-        token = _encode_token(page[-1].seq) if len(rows) > size else ""
-        return page, token
+                  ) -> tuple[list[pb_session.Session], str]:
+        """One page of the caller's sessions in this process, newest first (gateway.paging)."""
+        size = paging.page_size(page_size)
+        after = paging.decode_token(page_token)
+        rows = [session_pb(s) for s in self._sessions.values()
+                if s.params.owner == caller.principal and (show_ended or s.state not in TERMINAL)]
+        if after is not None:
+            rows = [r for r in rows if paging.key_of(r) < after]
+        return paging.merge([rows], size, more=False)
 
     def active(self) -> list[AvatarSession]:
         """Sessions that are not terminal."""
@@ -91,16 +101,32 @@ class SessionManager:
             pending = self._requests.get(request_id)
             if pending is not None:
                 return await self._replay(caller, req, request_id, pending)
-        params = self._validate(caller, req, adapter)
-        if self._closing:
-            raise errors.unavailable("the gateway is shutting down", "SHUTTING_DOWN", 1.0)
-        if len(self.active()) >= self.config.max_sessions:
-            raise errors.resource_exhausted(
-                f"this gateway runs at most {self.config.max_sessions} sessions", "TOO_MANY_SESSIONS",
-                "sessions", {"limit": str(self.config.max_sessions)})
-        name = f"sessions/{params.session_id}"
-        if name in self._sessions:
-            raise errors.already_exists(f"session {name!r} already exists", "SESSION_EXISTS", name)
+        claimed: list[str] = []  # directory keys this call created: given back if it fails before registering
+        try:
+            if request_id:
+                await self._claim(request_key(request_id), claimed, Elsewhere)
+                pending = self._requests.get(request_id)  # a twin may have registered while we asked
+                if pending is not None:
+                    return await self._replay(caller, req, request_id, pending)
+            params = self._validate(caller, req, adapter)
+            if self._closing:
+                raise errors.unavailable("the gateway is shutting down", "SHUTTING_DOWN", 1.0)
+            if len(self.active()) >= self.config.max_sessions:
+                raise errors.resource_exhausted(
+                    f"this gateway runs at most {self.config.max_sessions} sessions", "TOO_MANY_SESSIONS",
+                    "sessions", {"limit": str(self.config.max_sessions)})
+            name = f"sessions/{params.session_id}"
+            if name not in self._sessions:
+                await self._claim(session_key(params.session_id), claimed, lambda _: errors.already_exists(
+                    f"session {name!r} already exists", "SESSION_EXISTS", name))
+            if name in self._sessions:
+                raise errors.already_exists(f"session {name!r} already exists", "SESSION_EXISTS", name)
+            if request_id and request_id in self._requests:
+                return await self._replay(caller, req, request_id, self._requests[request_id])
+        except BaseException:
+            for key in claimed:
+                self.directory.release(key)
+            raise
         self._seq += 1
         session = AvatarSession(params, adapter, avatar_identity=avatar_identity(adapter.info.name,
                                                                                    params.session_id), seq=self._seq)
@@ -119,6 +145,7 @@ class SessionManager:
         except BaseException as exc:
             if request_id:
                 del self._requests[request_id]  # a failed start frees the id: a retry starts afresh
+                self.directory.release(request_key(request_id))
             future.set_exception(exc)
             future.exception()  # retrieved: retries waiting on it re-raise it themselves
             self._remember_ended(session)
@@ -127,6 +154,13 @@ class SessionManager:
         session_ended = asyncio.ensure_future(session.wait_ended())
         session_ended.add_done_callback(lambda _: self._remember_ended(session))
         return session
+
+    async def _claim(self, key: str, claimed: list[str], taken: Callable[[int], BaseException]) -> None:
+        claim = await self.directory.claim(key)
+        if claim.created:
+            claimed.append(key)
+        if claim.owner != self.directory.index:
+            raise taken(claim.owner)
 
     async def _replay(self, caller: Caller, req: pb.StartSessionRequest, request_id: str, pending: _Pending
                       ) -> AvatarSession:
@@ -145,7 +179,8 @@ class SessionManager:
         labels = validation.check_labels(dict(req.labels))
         video_delay = validation.check_video_delay(req, self.config)
         validation.check_options(req, adapter)
-        session_id = validation.check_session_id(req.session_id) if req.session_id else str(uuid.uuid4())
+        session_id = validation.check_session_id(req.session_id) if req.session_id else \
+            self.directory.new_session_id()
         info = adapter.info
         if not info.enabled:
             raise errors.failed_precondition("PROVIDER_DISABLED", f"provider {info.name!r} is not available: "
@@ -199,13 +234,16 @@ class SessionManager:
         while len(self._ended) > self.config.ended_retention:
             name, _ = self._ended.popitem(last=False)
             gone = self._sessions.pop(name, None)
-            if gone is not None and gone.request_id:  # forgotten sessions free their idempotency keys
-                self._requests.pop(gone.request_id, None)
+            if gone is None:
+                continue
+            self.directory.release(session_key(gone.params.session_id))
+            if gone.request_id and self._requests.pop(gone.request_id, None) is not None:
+                self.directory.release(request_key(gone.request_id))  # forgotten sessions free their keys
 
     # -- end ----------------------------------------------------------------------------------------------------
     async def end(self, caller: Caller, name: str) -> AvatarSession:
         """EndSession: idempotent; returns the terminal session."""
-        session = self.resolve(caller, name)
+        session = await self.locate(caller, name)
         if session.state is State.STARTING:
             raise errors.failed_precondition("SESSION_STARTING", "the session is still starting; retry shortly",
                                              subject=name, violation_type="SESSION_STATE")
@@ -230,21 +268,3 @@ def _fingerprint(req: pb.StartSessionRequest) -> str:
     copy.CopyFrom(req)
     copy.request_id = ""  # compared in canonical form separately: any spelling of the same UUID is the same id
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
-
-
-def _encode_token(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"v1:{seq}".encode()).decode()
-
-
-def _decode_token(token: str) -> int:
-    if not token:
-        return 1 << 62
-    try:
-        kind, value = base64.urlsafe_b64decode(token.encode()).decode().split(":")
-        if kind != "v1":
-            raise ValueError
-        return int(value)
-    except (ValueError, UnicodeDecodeError):
-        raise errors.invalid_argument("page_token", "page_token is not one this gateway issued",
-                                      "INVALID_PAGE_TOKEN") from None
-

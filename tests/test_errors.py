@@ -562,7 +562,7 @@ async def test_bad_session_name(client: AvatarGatewayClient, name: str) -> None:
 
 
 def token(text: bytes) -> str:
-    """A page token made of `text` (the gateway's own are base64 of "v1:<seq>")."""
+    """A page token made of `text` (the gateway's own are base64 of "v2:<create time ns>:<session name>")."""
     return base64.urlsafe_b64encode(text).decode()
 
 
@@ -572,8 +572,9 @@ def token(text: bytes) -> str:
     (0, "garbage", "page_token", "INVALID_PAGE_TOKEN"),
     (0, "a", "page_token", "INVALID_PAGE_TOKEN"),
     (0, token(b"v2:5"), "page_token", "INVALID_PAGE_TOKEN"),
-    (0, token(b"v1:five"), "page_token", "INVALID_PAGE_TOKEN"),
-    (0, token(b"v1:1:2"), "page_token", "INVALID_PAGE_TOKEN"),
+    (0, token(b"v2:five:sessions/a"), "page_token", "INVALID_PAGE_TOKEN"),
+    (0, token(b"v1:5"), "page_token", "INVALID_PAGE_TOKEN"),
+    (0, token(b"v3:1:sessions/a"), "page_token", "INVALID_PAGE_TOKEN"),
     (0, token(b"\xff\xfe:1"), "page_token", "INVALID_PAGE_TOKEN"),
     (0, "sessions/\u00e9", "page_token", "INVALID_PAGE_TOKEN"),
 ])

@@ -1,0 +1,55 @@
+"""ListSessions order and page tokens: newest first by (create time, name), the same in one process or across
+several worker processes, so a page token names a position every process understands."""
+
+from __future__ import annotations
+
+import base64
+
+from avatar.v1 import session_pb2 as pb
+
+from gateway import errors
+
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 50
+
+ListKey = tuple[int, str]  # (create time in ns since the epoch, session name)
+
+
+def page_size(requested: int) -> int:
+    """The page size to use, or INVALID_ARGUMENT."""
+    if requested < 0 or requested > MAX_PAGE_SIZE:
+        raise errors.invalid_argument("page_size", f"page_size must be 0 to {MAX_PAGE_SIZE}", "INVALID_PAGE_SIZE")
+    return requested or DEFAULT_PAGE_SIZE
+
+
+def key_of(session: pb.Session) -> ListKey:
+    """A listed session's position."""
+    return session.create_time.ToNanoseconds(), session.name
+
+
+def encode_token(key: ListKey) -> str:
+    """The token of the page that starts after `key`."""
+    return base64.urlsafe_b64encode(f"v2:{key[0]}:{key[1]}".encode()).decode()
+
+
+def decode_token(token: str) -> ListKey | None:
+    """The position a token starts after; None for the first page; INVALID_ARGUMENT for a token not ours."""
+    if not token:
+        return None
+    try:
+        kind, ns, name = base64.urlsafe_b64decode(token.encode()).decode().split(":", 2)
+        if kind != "v2":
+            raise ValueError
+        return int(ns), name
+    except (ValueError, UnicodeDecodeError):
+        raise errors.invalid_argument("page_token", "page_token is not one this gateway issued",
+                                      "INVALID_PAGE_TOKEN") from None
+
+
+def merge(pages: list[list[pb.Session]], size: int, more: bool) -> tuple[list[pb.Session], str]:
+    """Several processes' pages (each in list order, cut at `size`) as one page and its next token. `more`: some
+    process had rows past its own page."""
+    rows = sorted((s for page in pages for s in page), key=key_of, reverse=True)
+    page = rows[:size]
+    token = encode_token(key_of(page[-1])) if page and (more or len(rows) > size) else ""
+    return page, token
