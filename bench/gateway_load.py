@@ -1,14 +1,17 @@
 """Gateway hop latency (audio chunk received -> handed to the provider) and gateway CPU under N concurrent streams.
 
-Each stream sends 16 kHz mono speech in 20 ms chunks in real time, in 2 s segments, to its own mock session on a
-headless gateway. The gateway runs in its own process so its CPU is measured alone (from /proc); the hop histogram
-comes from the gateway itself (gateway/metrics.py); the load comes from `--workers` separate processes
-(bench/load_worker.py). All of it shares this machine's two cores, so the load generators' CPU is reported too.
-The mock plays audio at `--provider-rate` (16 kHz by default, like Simli: no resampling; 24000 makes the gateway
-resample every chunk with PyAV) and renders small video (`--video`, default 64x48 at 10 fps) so the figures are
-about the gateway, not about pixel pushing (bench/render_mock.py measures rendering).
+Each stream sends 16 kHz mono speech in 20 ms chunks in real time, in 2 s segments, to its own mock session on the
+real `avatar-gateway serve --headless`, with one worker process or several (`--gateway-workers`). The gateway's CPU
+is read from /proc for all its processes; the hop histograms come from the gateway itself (each process logs its
+metrics on SIGUSR1, gateway/metrics.py); the load comes from `--generators` separate processes
+(bench/load_worker.py), 50 streams to a connection, spread over each 20 ms tick. All of it shares this machine's
+cores, so the load generators' CPU is reported too. The mock plays audio at `--provider-rate` (16 kHz by default,
+like Simli: no resampling; 24000 makes the gateway resample every chunk with PyAV) and renders small video
+(`--video`, default 64x48 at 10 fps) so the figures are about the gateway, not about pixel pushing
+(bench/render_mock.py measures rendering). A stream is sustained when every chunk offered is handled in real time:
+offered 100%, no late ticks, no underrun warnings.
 
-    .venv/bin/python -m bench.gateway_load --streams 1 100 500
+    .venv/bin/python -m bench.gateway_load --streams 1 100 500 --gateway-workers 1 2
     .venv/bin/python -m bench.gateway_load --streams 100 200 --provider-rate 24000
     .venv/bin/python -m bench.gateway_load --streams 100 --client agent_client
 """
@@ -18,12 +21,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from bench.gateway_cli import GatewayUnderTest
 from bench.procstat import cpu_seconds, rss_mb
 
 
@@ -31,22 +33,16 @@ async def _spawn(*args: str, **kwargs: object) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(sys.executable, "-m", *args, **kwargs)  # type: ignore[arg-type]
 
 
-async def run(streams: int, seconds: float, warmup: float, video: str, workers: int, profile: str | None,
-              client: str, provider_rate: int, per_connection: int) -> dict[str, object]:
-    tmp = Path(tempfile.mkdtemp())
-    metrics_file = tmp / "metrics.json"
-    with (tmp / "gateway.log").open("w") as log:
-        gateway = await _spawn("bench.gateway_proc", "--metrics-file", str(metrics_file),
-                               stdout=asyncio.subprocess.PIPE, stderr=log)
+async def run(streams: int, seconds: float, warmup: float, video: str, generators: int, gateway_workers: int,
+              profile: str | None, client: str, provider_rate: int, per_connection: int) -> dict[str, object]:
+    gateway = await GatewayUnderTest.start(gateway_workers)
     procs: list[asyncio.subprocess.Process] = []
     try:
-        assert gateway.stdout is not None
-        async with asyncio.timeout(30):
-            port = (await gateway.stdout.readline()).decode().strip()
-        shares = [streams // workers + (1 if i < streams % workers else 0) for i in range(workers)]
+        port = str(gateway.port)
+        shares = [streams // generators + (1 if i < streams % generators else 0) for i in range(generators)]
         for i, share in enumerate(s for s in shares if s):
             procs.append(await _spawn("bench.load_worker", "--port", port, "--streams", str(share), "--seconds",
-                                      str(warmup + seconds), "--video", video, "--tag", str(i),
+                                      str(warmup + seconds), "--warmup", str(warmup), "--video", video, "--tag", str(i),
                                       "--client", client, "--provider-rate", str(provider_rate),
                                       "--per-connection", str(per_connection),
                                       stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE))
@@ -62,20 +58,21 @@ async def run(streams: int, seconds: float, warmup: float, video: str, workers: 
             p.stdin.write(f"go {go}\n".encode())
             await p.stdin.drain()
         await asyncio.sleep(go + warmup - time.time())
-        gateway.send_signal(signal.SIGUSR1)
-        pids = [gateway.pid] + [p.pid for p in procs]
-        t0, cpu0 = time.monotonic(), [cpu_seconds(pid) for pid in pids]
+        await gateway.metrics()  # the measurement window opens
+        gateway_pids, load_pids = gateway.pids, [p.pid for p in procs]
+        t0 = time.monotonic()
+        cpu0 = [cpu_seconds(pid) for pid in gateway_pids + load_pids]
         spy = None
         if profile:
             spy = await asyncio.create_subprocess_exec(
-                str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(gateway.pid), "-d",
+                str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(gateway.worker_pids[0]), "-d",
                 str(int(seconds * 0.8)), "-r", "200", "-f", "raw", "-o", profile,
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         await asyncio.sleep(seconds - 0.5)
-        gateway.send_signal(signal.SIGUSR2)
+        figures = await gateway.metrics()  # ... and closes
         wall = time.monotonic() - t0
-        cpu = [(cpu_seconds(pid) - c) / wall for pid, c in zip(pids, cpu0, strict=True)]
-        rss = rss_mb(gateway.pid)
+        cpu = [(cpu_seconds(pid) - c) / wall for pid, c in zip(gateway_pids + load_pids, cpu0, strict=True)]
+        rss = sum(rss_mb(pid) for pid in gateway_pids)
         reports = []
         for p in procs:
             assert p.stdout is not None
@@ -83,21 +80,23 @@ async def run(streams: int, seconds: float, warmup: float, video: str, workers: 
             await p.wait()
         if spy is not None:
             await spy.wait()
-        gateway.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(120):
-            await gateway.wait()
-        metrics = json.loads(metrics_file.read_text())
+        chunks = sum(int(f["chunks"]) for f in figures)
+        window = max(float(f["window_s"]) for f in figures)
         late = sum(r["late_ticks"] for r in reports)
         ticks = sum(r["ticks"] for r in reports)
         return {
             "streams": streams,
+            "gateway_workers": gateway_workers,
             "seconds": seconds,
-            "chunks_per_s": metrics["chunks"] / wall,
-            "offered_fraction": metrics["chunks"] / (streams * 50 * wall),
+            "chunks_per_s": chunks / window,
+            "offered_fraction": chunks / (streams * 50 * window),
             "late_tick_fraction": late / ticks,
-            "hop": metrics["hop"],
-            "gateway_cpu_cores": cpu[0],
-            "load_generator_cpu_cores": sum(cpu[1:]),
+            # each worker's own histogram; the worst worker's percentiles
+            "hop": {k: max(float(f["hop"][k]) for f in figures) for k in ("p50_us", "p99_us", "max_us")},
+            "hop_per_worker": [f["hop"] for f in figures],
+            "loop_lag": {k: max(float(f["loop_lag"][k]) for f in figures) for k in ("p50_us", "p99_us", "max_us")},
+            "gateway_cpu_cores": sum(cpu[: len(gateway_pids)]),
+            "load_generator_cpu_cores": sum(cpu[len(gateway_pids):]),
             "gateway_rss_mb": rss,
             "segments_finished": sum(r["finished"] for r in reports),
             "stream_errors": sum(r["errors"] for r in reports),
@@ -105,10 +104,11 @@ async def run(streams: int, seconds: float, warmup: float, video: str, workers: 
             "flow_control_waits": sum(r.get("blocked", 0) for r in reports),
         }
     finally:
-        for p in [gateway, *procs]:
+        for p in procs:
             if p.returncode is None:
                 p.kill()
                 await p.wait()
+        await gateway.stop()
 
 
 def main() -> None:
@@ -116,8 +116,10 @@ def main() -> None:
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 100, 500])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=4.0)
-    parser.add_argument("--workers", type=int, help="load-generator processes (default: 1 for h2, 2 for "
+    parser.add_argument("--generators", type=int, help="load-generator processes (default: 1 for h2, 2 for "
                         "agent_client)")
+    parser.add_argument("--gateway-workers", type=int, nargs="+", default=[1],
+                        help="run the table for each of these `avatar-gateway serve --workers` counts")
     parser.add_argument("--client", choices=("h2", "agent_client"), default="h2",
                         help="load generator's gRPC client (see bench/load_worker.py)")
     parser.add_argument("--provider-rate", type=int, default=16000, help="the mock's audio rate, Hz")
@@ -126,18 +128,18 @@ def main() -> None:
     parser.add_argument("--video", default="64x48@10", help="WxH@FPS of the mock avatar")
     parser.add_argument("--profile", help="record the gateway with py-spy (raw format) to this file")
     args = parser.parse_args()
-    print(f"{'streams':>7} {'chunks/s':>9} {'offered':>7} {'hop p50':>9} {'hop p99':>9} {'hop max':>9} "
-          f"{'gw CPU':>7} {'load CPU':>8} {'gw RSS':>7} {'underruns':>9}")
-    for n in args.streams:
-        workers = args.workers or (1 if args.client == "h2" else 2)
-        r = asyncio.run(run(n, args.seconds, args.warmup, args.video, min(workers, n), args.profile, args.client,
-                            args.provider_rate, args.per_connection))
-        hop = r["hop"]
-        assert isinstance(hop, dict)
-        print(f"{n:>7} {r['chunks_per_s']:>9.0f} {r['offered_fraction']:>7.1%} {hop['p50_us']:>7.0f}us "
+    print(f"{'workers':>7} {'streams':>7} {'chunks/s':>9} {'offered':>7} {'hop p50':>9} {'hop p99':>9} {'hop max':>9} "
+          f"{'gw CPU':>7} {'load CPU':>8} {'gw RSS':>7} {'underruns':>9} {'lag p99':>8} {'lag max':>8}")
+    generators = args.generators or (1 if args.client == "h2" else 2)
+    for gw, n in ((gw, n) for gw in args.gateway_workers for n in args.streams):
+        r = asyncio.run(run(n, args.seconds, args.warmup, args.video, min(generators, n), gw, args.profile,
+                            args.client, args.provider_rate, args.per_connection))
+        hop, lag = r["hop"], r["loop_lag"]
+        assert isinstance(hop, dict) and isinstance(lag, dict)
+        print(f"{gw:>7} {n:>7} {r['chunks_per_s']:>9.0f} {r['offered_fraction']:>7.1%} {hop['p50_us']:>7.0f}us "
               f"{hop['p99_us']:>7.0f}us {hop['max_us']:>7.0f}us {r['gateway_cpu_cores']:>6.0%} "
-              f"{r['load_generator_cpu_cores']:>7.0%} {r['gateway_rss_mb']:>5.0f}MB {r['underrun_warnings']:>9}",
-              flush=True)
+              f"{r['load_generator_cpu_cores']:>7.0%} {r['gateway_rss_mb']:>5.0f}MB {r['underrun_warnings']:>9} "
+              f"{lag['p99_us'] / 1000:>6.1f}ms {lag['max_us'] / 1000:>6.1f}ms", flush=True)
         print(json.dumps(r), flush=True)
 
 

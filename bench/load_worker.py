@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ class Load:
     port: int
     streams: int
     seconds: float
+    warmup: float  # the first seconds, before the measurement window
     video: tuple[int, int, int]
     provider_rate: int
     per_connection: int
@@ -68,9 +70,14 @@ class Load:
 class Counts:
     sent: int = 0
     finished: int = 0
-    underruns: int = 0  # PLAYOUT_UNDERRUN warnings: audio reached the provider slower than real time
+    underruns: int = 0  # PLAYOUT_UNDERRUN warnings in the measurement window: audio reached the provider late
+    window_from: float = math.inf  # monotonic time the measurement window opens (after the warm-up)
     errors: int = 0
     blocked: int = 0  # messages that waited for the gateway's flow-control window
+
+    def underrun(self) -> None:
+        if time.monotonic() >= self.window_from:
+            self.underruns += 1
 
 
 def speech_chunks() -> list[bytes]:
@@ -89,7 +96,7 @@ async def run_h2(load: Load, counts: Counts) -> Ticker:
         if kind == "playback_finished":
             counts.finished += 1
         elif kind == "warning" and response.warning.reason == "PLAYOUT_UNDERRUN":
-            counts.underruns += 1
+            counts.underrun()
         elif kind == "error":
             counts.errors += 1
 
@@ -121,7 +128,7 @@ async def run_h2(load: Load, counts: Counts) -> Ticker:
             conn.flush()  # what a connection's streams wrote in this phase leaves in one write
         counts.sent += len(groups[phase])
 
-    ticker = await _paced(load.seconds, tick)
+    ticker = await _paced(load, counts, tick)
     for conn, stream in calls:
         conn.reset(stream)
     for conn in conns:
@@ -147,7 +154,7 @@ async def run_agent_client(load: Load, counts: Counts) -> Ticker:
             if isinstance(ev, PlaybackFinished):
                 counts.finished += 1
             elif isinstance(ev, StreamWarning) and ev.reason == "PLAYOUT_UNDERRUN":
-                counts.underruns += 1
+                counts.underrun()
 
     readers = [asyncio.create_task(drain(s)) for s in opened]
     pieces = speech_chunks()
@@ -160,7 +167,7 @@ async def run_agent_client(load: Load, counts: Counts) -> Ticker:
             await asyncio.gather(*(s.end_segment() for s in groups[phase]))
         counts.sent += len(groups[phase])
 
-    ticker = await _paced(load.seconds, tick)
+    ticker = await _paced(load, counts, tick)
     for s in opened:
         s.cancel()
     results = await asyncio.gather(*readers, return_exceptions=True)
@@ -170,9 +177,12 @@ async def run_agent_client(load: Load, counts: Counts) -> Ticker:
     return ticker
 
 
-async def _paced(seconds: float, tick: Callable[[int, int], Awaitable[None]]) -> Ticker:
-    ticker = Ticker(int(seconds * 50), PHASES)
+async def _paced(load: Load, counts: Counts, tick: Callable[[int, int], Awaitable[None]]) -> Ticker:
+    ticker = Ticker(int(load.seconds * 50), PHASES)
+    opens = int(load.warmup * 50)
     async for n, phase in ticker.run():
+        if n == opens and phase == 0:
+            counts.window_from = time.monotonic()
         await tick(n, phase)
     return ticker
 
@@ -192,6 +202,7 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--streams", type=int, required=True)
     parser.add_argument("--seconds", type=float, required=True)
+    parser.add_argument("--warmup", type=float, default=0.0)
     parser.add_argument("--video", default="64x48@10")
     parser.add_argument("--provider-rate", type=int, default=RATE)
     parser.add_argument("--per-connection", type=int, default=50)
@@ -200,5 +211,5 @@ if __name__ == "__main__":
     a = parser.parse_args()
     size, fps = a.video.split("@")
     w, h = size.split("x")
-    asyncio.run(main(Load(a.port, a.streams, a.seconds, (int(w), int(h), int(fps)), a.provider_rate,
+    asyncio.run(main(Load(a.port, a.streams, a.seconds, a.warmup, (int(w), int(h), int(fps)), a.provider_rate,
                           a.per_connection, a.tag), a.client))

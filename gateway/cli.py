@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
 from pathlib import Path
 
 from gateway import logs
+from gateway.cluster import ClusterSpec
 from gateway.config import GatewayConfig, from_env
 from gateway.server import GatewayServer
+from gateway.supervisor import Supervisor
 
 log = logging.getLogger("gateway")
 
@@ -42,36 +45,84 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-json", action="store_true", default=None, help="JSON log lines")
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--port-file", help="write the bound port to this file once serving")
+    serve.add_argument("--workers", type=int, help="worker processes sharing the listen port (env "
+                       "AVATAR_GATEWAY_WORKERS; default 1). A gateway process does its work on one core; more "
+                       "workers use more cores")
+    # set by the supervisor on the workers it starts
+    serve.add_argument("--worker", help=argparse.SUPPRESS)
+    serve.add_argument("--run-dir", help=argparse.SUPPRESS)
     return parser
 
 
-async def serve(config: GatewayConfig, port_file: str | None = None) -> None:
-    """Serve until a termination signal."""
-    server = GatewayServer(config)
+class _EndOfInput(asyncio.Protocol):
+    """A worker's stdin is its supervisor's pipe: when it closes, the supervisor is gone."""
+
+    def __init__(self, gone: asyncio.Event) -> None:
+        self._gone = gone
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._gone.set()
+
+
+async def serve(config: GatewayConfig, port_file: str | None = None, cluster: ClusterSpec | None = None) -> None:
+    """Serve until a termination signal (a worker: also until its supervisor is gone)."""
+    server = GatewayServer(config, cluster=cluster)
     port = await server.start()
-    if port_file:
-        await asyncio.to_thread(Path(port_file).write_text, f"{port}\n")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, _report_metrics, server)
+    if cluster is not None:
+        transport, _ = await loop.connect_read_pipe(lambda: _EndOfInput(stop), sys.stdin)
+        sys.stdout.write("ready\n")
+        sys.stdout.flush()
+    elif port_file:
+        await asyncio.to_thread(Path(port_file).write_text, f"{port}\n")
     await stop.wait()
     log.info("termination signal: shutting down")
     await server.stop()
+    if cluster is not None:
+        transport.close()
+
+
+def _report_metrics(server: GatewayServer) -> None:
+    """SIGUSR1: log what this process measured since the last report (one JSON object after `metrics `)."""
+    figures = server.manager.metrics.report()
+    figures.update(sessions=len(server.manager.active()), streams=server.service.open_streams)
+    logging.getLogger("gateway.metrics").info("metrics %s", json.dumps(figures))
+
+
+def _cluster(args: argparse.Namespace) -> ClusterSpec | None:
+    if not args.worker:
+        return None
+    index, _, count = args.worker.partition("/")
+    return ClusterSpec(int(index), int(count), Path(args.run_dir))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point."""
+    argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "log_level", "port_file")}
+    skip = ("command", "log_level", "port_file", "worker", "run_dir")
+    overrides = {k: v for k, v in vars(args).items() if k not in skip}
     try:
         config = from_env(**overrides)
     except ValueError as exc:
         print(f"avatar-gateway: {exc}", file=sys.stderr)
         return 2
+    cluster = _cluster(args)
     logs.setup(json_lines=config.log_json, level=args.log_level,
-               secrets=[config.livekit_api_secret, *config.api_keys])
-    asyncio.run(serve(config, args.port_file))
+               secrets=[config.livekit_api_secret, *config.api_keys],
+               worker=None if cluster is None else cluster.index)
+    try:
+        if cluster is None and config.workers > 1:
+            supervisor = Supervisor(argv[1:], config.workers, config.listen, config.shutdown_grace_s)
+            return asyncio.run(supervisor.run(args.port_file))
+        asyncio.run(serve(config, args.port_file, cluster))
+    except OSError as exc:
+        log.error("cannot serve: %s", exc)
+        return 1
     return 0
 
 

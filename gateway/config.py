@@ -43,6 +43,8 @@ class GatewayConfig:
     max_message_bytes: int = 4 * 1024 * 1024
     max_chunk_bytes: int = 1024 * 1024
     log_json: bool = False
+    # worker processes sharing the listen port (gateway.cluster)
+    workers: int = 1
 
     @property
     def livekit_configured(self) -> bool:
@@ -79,8 +81,12 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Gatew
         "api_keys": parse_api_keys(env.get("AVATAR_GATEWAY_API_KEYS", "")),
         "log_json": _flag(env.get("AVATAR_GATEWAY_LOG_JSON")),
         "video_delay_ms": int(env.get("AVATAR_GATEWAY_VIDEO_DELAY_MS", "0")),
+        "workers": int(env.get("AVATAR_GATEWAY_WORKERS", "1")),
     }
     extra = env.get("AVATAR_GATEWAY_LIVEKIT_EXTRA_URLS", "")
     values["livekit_extra_urls"] = tuple(u.strip() for u in extra.split(",") if u.strip())
     values.update({k: v for k, v in overrides.items() if v is not None})
-    return GatewayConfig(**values)  # type: ignore[arg-type]
+    config = GatewayConfig(**values)  # type: ignore[arg-type]
+    if not 1 <= config.workers <= 64:
+        raise ValueError("workers must be 1 to 64")
+    return config

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 from dataclasses import dataclass, field
 
 _PER_DECADE = 40  # bucket width ~6%: percentiles are accurate to a few percent
@@ -56,10 +58,35 @@ class LatencyHistogram:
 
 @dataclass
 class GatewayMetrics:
-    """What one gateway process measures about itself."""
+    """What one gateway process measures about itself, since it started or since the last `report`."""
 
     # audio chunk received from the agent -> handed to the provider (validation, resampling, accounting)
     hop: LatencyHistogram = field(default_factory=LatencyHistogram)
     chunks: int = 0
     # clear_buffer received -> every queue cleared (no stale sample can leave the gateway after this)
     interrupt: LatencyHistogram = field(default_factory=LatencyHistogram)
+    # how late the event loop ran a task that asked to run now (every chunk and frame waits that long, at least)
+    loop_lag: LatencyHistogram = field(default_factory=LatencyHistogram)
+    since: float = field(default_factory=time.monotonic)
+
+    def report(self) -> dict[str, object]:
+        """The figures of the window that ends now, and a new window."""
+        now = time.monotonic()
+        figures: dict[str, object] = {"window_s": round(now - self.since, 3), "chunks": self.chunks,
+                                      "hop": self.hop.summary(), "interrupt": self.interrupt.summary(),
+                                      "loop_lag": self.loop_lag.summary()}
+        self.hop, self.interrupt, self.loop_lag = LatencyHistogram(), LatencyHistogram(), LatencyHistogram()
+        self.chunks, self.since = 0, now
+        return figures
+
+
+LAG_PROBE_PERIOD_S = 0.05
+
+
+async def probe_loop_lag(metrics: GatewayMetrics) -> None:
+    """Forever: yield to the loop every LAG_PROBE_PERIOD_S and record how late it came back."""
+    while True:
+        asked = time.perf_counter_ns()
+        await asyncio.sleep(0)
+        metrics.loop_lag.record(time.perf_counter_ns() - asked)
+        await asyncio.sleep(LAG_PROBE_PERIOD_S)

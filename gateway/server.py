@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 
@@ -12,20 +13,26 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from gateway.cluster import ClusterDirectory, ClusterSpec, Peers, internal_handler
 from gateway.config import GatewayConfig
 from gateway.interceptors import ErrorInterceptor
+from gateway.metrics import probe_loop_lag
 from gateway.service import AvatarProviderService
 from gateway.sessions import SessionManager
 from providers.registry import ProviderRegistry, default_registry
 
 log = logging.getLogger(__name__)
 
+RELAY_MARGIN_S = 5.0
 SERVICE_NAME = avatar_provider_pb2.DESCRIPTOR.services_by_name["AvatarProvider"].full_name
 
 
-def server_options(config: GatewayConfig) -> list[tuple[str, int]]:
+def server_options(config: GatewayConfig, *, share_port: bool = False) -> list[tuple[str, int]]:
     """Keepalive and message-size settings (see grpc-api.md: misspelled keys are silently ignored)."""
     return [
+        # one process alone must not silently share a port another gateway already serves (gRPC's default is to
+        # allow it); the workers of one gateway do share theirs
+        ("grpc.so_reuseport", 1 if share_port else 0),
         ("grpc.keepalive_time_ms", 20_000),
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
@@ -41,35 +48,62 @@ def server_options(config: GatewayConfig) -> list[tuple[str, int]]:
 class GatewayServer:
     """One gateway process's server. `start()` binds and returns the port; `stop()` shuts down gracefully."""
 
-    def __init__(self, config: GatewayConfig, registry: ProviderRegistry | None = None) -> None:
+    def __init__(self, config: GatewayConfig, registry: ProviderRegistry | None = None,
+                 cluster: ClusterSpec | None = None) -> None:
+        self.cluster = cluster
+        self._peers: Peers | None = None
+        self._directory: ClusterDirectory | None = None
+        if cluster is not None:
+            # the session cap is the whole gateway's: each worker takes its share
+            config = dataclasses.replace(config, max_sessions=-(-config.max_sessions // cluster.count))
+            self._peers = Peers(cluster, config.max_message_bytes)
+            self._directory = ClusterDirectory(cluster, self._peers)
         self.config = config
-        self.manager = SessionManager(config, registry or default_registry())
-        self.service = AvatarProviderService(config, self.manager)
+        self.manager = SessionManager(config, registry or default_registry(), self._directory)
+        self.service = AvatarProviderService(config, self.manager, self._peers)
         self.health = health.aio.HealthServicer()
-        self._server = aio.server(interceptors=[ErrorInterceptor()], options=server_options(config))
-        avatar_provider_pb2_grpc.add_AvatarProviderServicer_to_server(  # type: ignore[no-untyped-call]
-            self.service, self._server
-        )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        self._server = self._grpc_server(share_port=cluster is not None)
         reflection.enable_server_reflection(
             [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
             self._server,
         )
+        # the workers' private socket: calls forwarded between them, and the directory
+        self._internal: aio.Server | None = None
+        if self._directory is not None:
+            self._internal = self._grpc_server(share_port=False)
+            self._internal.add_generic_rpc_handlers((internal_handler(self._directory),))
         self.port = 0
         self._stopped = asyncio.Event()
         self._stopping = False
+        self._lag_probe: asyncio.Task[None] | None = None
+
+    def _grpc_server(self, *, share_port: bool) -> aio.Server:
+        server = aio.server(interceptors=[ErrorInterceptor()], options=server_options(self.config,
+                                                                                      share_port=share_port))
+        avatar_provider_pb2_grpc.add_AvatarProviderServicer_to_server(  # type: ignore[no-untyped-call]
+            self.service, server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        return server
 
     async def start(self) -> int:
         """Bind the listen address (port 0 picks a free one) and serve."""
-        self.port = self._server.add_insecure_port(self.config.listen)
-        if self.port == 0:
-            raise OSError(f"could not listen on {self.config.listen}")
+        if self.cluster is not None and self._internal is not None:
+            path = self.cluster.socket_path(self.cluster.index)
+            path.unlink(missing_ok=True)  # left by a worker that did not exit cleanly
+            _bind(self._internal, self.cluster.target(self.cluster.index))
+            await self._internal.start()
+        self.port = _bind(self._server, self.config.listen)
         for adapter in self.manager.registry:
             await adapter.warm_up()
         # what exists now lives as long as the process: keep it out of every later collection (shorter GC pauses)
         gc.collect()
         gc.freeze()
         await self._server.start()
+        self._lag_probe = asyncio.get_running_loop().create_task(probe_loop_lag(self.manager.metrics),
+                                                                 name="loop-lag-probe")
+        if self._directory is not None:
+            await self._directory.announce_restart()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("gateway listening on port %d (%s)", self.port,
@@ -92,10 +126,33 @@ class GatewayServer:
             async with asyncio.timeout(grace):
                 await asyncio.gather(*(s.wait_drained() for s in self.manager.active()))
         await self.manager.shutdown()
+        # streams this worker relays end when their owners, shutting down too, end their sessions
+        await self.service.wait_relays(grace + RELAY_MARGIN_S)
         await self._server.stop(1.0)
+        if self._internal is not None:
+            await self._internal.stop(1.0)
+        if self._directory is not None:
+            await self._directory.aclose()
+        if self._peers is not None:
+            await self._peers.aclose()
+        if self._lag_probe is not None:
+            self._lag_probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lag_probe
         self._stopped.set()
         log.info("gateway stopped")
 
     async def wait_for_termination(self) -> None:
         """Until the server has stopped."""
         await self._server.wait_for_termination()
+
+
+def _bind(server: aio.Server, address: str) -> int:
+    """Listen on `address`; the port bound (a Unix socket: 1). OSError if the address is taken or unusable."""
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
+    if not port:
+        raise OSError(f"could not listen on {address} (in use, or not an address of this machine)")
+    return int(port)

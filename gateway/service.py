@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from avatar.v1 import audio_stream_pb2 as stream_pb
 from avatar.v1 import avatar_provider_pb2 as pb
 from avatar.v1 import avatar_provider_pb2_grpc as pb_grpc
 
-from gateway import errors
+from gateway import errors, paging
 from gateway.audio_stream import AudioStream, GoAwayEvent, validate_format
+from gateway.cluster import Peers
 from gateway.config import Caller, GatewayConfig
 from gateway.convert import provider_pb, session_pb
+from gateway.directory import Elsewhere
+from gateway.forwarding import Forwarder, is_forwarded
 from gateway.session import TERMINAL, State
 from gateway.sessions import SessionManager
 
@@ -25,10 +30,19 @@ Ctx = Any  # grpc.aio.ServicerContext (grpc ships no type information)
 class AvatarProviderService(pb_grpc.AvatarProviderServicer):
     """avatar.v1.AvatarProvider."""
 
-    def __init__(self, config: GatewayConfig, manager: SessionManager) -> None:
+    def __init__(self, config: GatewayConfig, manager: SessionManager, peers: Peers | None = None) -> None:
         self._config = config
         self._manager = manager
+        self._peers = peers  # the other worker processes, if this is one of several
         self._streams: set[AudioStream] = set()
+        self._relays: set[asyncio.Task[Any]] = set()  # streaming calls being relayed to their owner
+
+    def _forwarder(self, moved: Elsewhere, context: Ctx) -> Forwarder:
+        if self._peers is None or is_forwarded(context):
+            # the directory and the owner disagree for a moment (a worker restarted): never forward twice
+            raise errors.unavailable("the session's worker process is changing; retry shortly", "SESSION_MOVED",
+                                     0.5)
+        return Forwarder(self._peers.stub(moved.owner), context)
 
     def _caller(self, context: Ctx) -> Caller:
         if not self._config.api_keys:
@@ -47,24 +61,46 @@ class AvatarProviderService(pb_grpc.AvatarProviderServicer):
         raise errors.unauthenticated("invalid API key")
 
     async def StartSession(self, request: pb.StartSessionRequest, context: Ctx) -> pb.StartSessionResponse:
-        session = await self._manager.start(self._caller(context), request)
+        try:
+            session = await self._manager.start(self._caller(context), request)
+        except Elsewhere as moved:  # a retry of a request another worker took
+            return await self._forwarder(moved, context).unary("StartSession", request)  # type: ignore[no-any-return]
         return pb.StartSessionResponse(session=session_pb(session))
 
     async def GetSession(self, request: pb.GetSessionRequest, context: Ctx) -> pb.GetSessionResponse:
-        session = await self._manager.locate(self._caller(context), request.name)
+        try:
+            session = await self._manager.locate(self._caller(context), request.name)
+        except Elsewhere as moved:
+            return await self._forwarder(moved, context).unary("GetSession", request)  # type: ignore[no-any-return]
         return pb.GetSessionResponse(session=session_pb(session))
 
     async def ListSessions(self, request: pb.ListSessionsRequest, context: Ctx) -> pb.ListSessionsResponse:
         page, token = self._manager.list_page(self._caller(context), request.page_size, request.page_token,
                                               request.show_ended)
-        return pb.ListSessionsResponse(sessions=page, next_page_token=token)
+        if self._peers is None or is_forwarded(context):
+            return pb.ListSessionsResponse(sessions=page, next_page_token=token)
+        # every worker lists its own sessions from the same position; the merged page is the newest of them all
+        others = await asyncio.gather(*(
+            Forwarder(self._peers.stub(i), context).unary("ListSessions", request) for i in self._peers.others()))
+        pages = [page, *(list(r.sessions) for r in others)]
+        more = bool(token) or any(r.next_page_token for r in others)
+        merged, next_token = paging.merge(pages, paging.page_size(request.page_size), more)
+        return pb.ListSessionsResponse(sessions=merged, next_page_token=next_token)
 
     async def EndSession(self, request: pb.EndSessionRequest, context: Ctx) -> pb.EndSessionResponse:
-        session = await self._manager.end(self._caller(context), request.name)
+        try:
+            session = await self._manager.end(self._caller(context), request.name)
+        except Elsewhere as moved:
+            return await self._forwarder(moved, context).unary("EndSession", request)  # type: ignore[no-any-return]
         return pb.EndSessionResponse(session=session_pb(session))
 
     async def WatchSession(self, request: pb.WatchSessionRequest, context: Ctx) -> None:
-        session = await self._manager.locate(self._caller(context), request.name)
+        try:
+            session = await self._manager.locate(self._caller(context), request.name)
+        except Elsewhere as moved:
+            with self._relaying():
+                await self._forwarder(moved, context).server_stream("WatchSession", request)
+            return
         changes = session.watch()
         try:
             last: tuple[State, int] | None = None
@@ -91,7 +127,12 @@ class AvatarProviderService(pb_grpc.AvatarProviderServicer):
         config = first.config
         if not config.session:
             raise errors.invalid_argument("config.session", "config.session is required", "MISSING_FIELD")
-        session = await self._manager.locate(caller, config.session, field="config.session")
+        try:
+            session = await self._manager.locate(caller, config.session, field="config.session")
+        except Elsewhere as moved:
+            with self._relaying():
+                await self._forwarder(moved, context).bidi("StreamAudio", first, requests)
+            return
         fmt = validate_format(config.format)
         if session.state is not State.ACTIVE:
             raise errors.failed_precondition(
@@ -116,6 +157,26 @@ class AvatarProviderService(pb_grpc.AvatarProviderServicer):
     async def ListProviders(self, request: pb.ListProvidersRequest, context: Ctx) -> pb.ListProvidersResponse:
         self._caller(context)
         return pb.ListProvidersResponse(providers=[provider_pb(a.info) for a in self._manager.registry])
+
+    @contextlib.contextmanager
+    def _relaying(self) -> Iterator[None]:
+        task = asyncio.current_task()
+        assert task is not None
+        self._relays.add(task)
+        try:
+            yield
+        finally:
+            self._relays.discard(task)
+
+    async def wait_relays(self, timeout_s: float) -> None:
+        """Until the streams relayed to other workers have ended (their owners end them when they shut down)."""
+        if self._relays:
+            await asyncio.wait(list(self._relays), timeout=timeout_s)
+
+    @property
+    def open_streams(self) -> int:
+        """StreamAudio calls being served here."""
+        return len(self._streams)
 
     def go_away(self, time_left_s: float) -> None:
         """Tell every open audio stream the gateway is going away."""

@@ -8,18 +8,14 @@ SessionEnded."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import re
 import signal
-import sys
-from pathlib import Path
 
 import pytest
 from avatar.v1 import session_pb2
 from livekit import api
 
 from agent_client import GoAway, PlaybackFinished, PlaybackStarted, Session, SessionEnded
+from tests.cli_process import GatewayProcess, clean_env
 from tests.e2e.e2e_helpers import (
     LIGHT_VIDEO,
     TIMEOUT,
@@ -138,59 +134,13 @@ async def test_gateway_stop_mid_utterance_avatar_leaves(e2e: Harness) -> None:
     await e2e.assert_nothing_left_after(viewer)
 
 
-class _Process:
-    """`avatar-gateway serve` in a subprocess, its stderr collected line by line."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
-        self._change = asyncio.Event()
-        self._reader = asyncio.get_running_loop().create_task(self._read(), name="e2e-cli-stderr")
-
-    async def _read(self) -> None:
-        assert self.proc.stderr is not None
-        async for raw in self.proc.stderr:
-            self.lines.append(raw.decode(errors="replace").rstrip())
-            self._change.set()
-        self._change.set()
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-    async def wait_line(self, pattern: str) -> re.Match[str]:
-        """The first stderr line matching `pattern` (waits for it; fails if the process ends first)."""
-        async with asyncio.timeout(TIMEOUT):
-            while True:
-                for line in self.lines:
-                    if m := re.search(pattern, line):
-                        return m
-                if self._reader.done():
-                    raise AssertionError(f"avatar-gateway exited ({self.proc.returncode}) before logging "
-                                         f"{pattern!r}:\n{self.output}")
-                self._change.clear()
-                await self._change.wait()
-
-    async def aclose(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.kill()
-        await self.proc.wait()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
-
-
 async def test_cli_sigterm_plays_out_then_avatar_leaves(e2e: Harness) -> None:
     """SIGTERM to `avatar-gateway serve` (default grace period): buffered speech plays out to its end, then the
     session ends, the avatar leaves, and the process exits 0."""
-    exe = Path(sys.executable).with_name("avatar-gateway")
-    assert exe.exists(), f"the avatar-gateway console script is not installed next to {sys.executable}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AVATAR_GATEWAY_", "LIVEKIT_"))}
-    env.update(LIVEKIT_URL=e2e.target.url, LIVEKIT_API_KEY=e2e.target.api_key,
-               LIVEKIT_API_SECRET=e2e.target.api_secret, PYTHONUNBUFFERED="1")
-    proc = await asyncio.create_subprocess_exec(
-        str(exe), "serve", "--listen", "127.0.0.1:0", env=env,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    cli = _Process(proc)
+    env = clean_env(LIVEKIT_URL=e2e.target.url, LIVEKIT_API_KEY=e2e.target.api_key,
+                    LIVEKIT_API_SECRET=e2e.target.api_secret)
+    cli = await GatewayProcess.start("--listen", "127.0.0.1:0", env=env)
+    proc = cli.proc
     try:
         port = int((await cli.wait_line(r"listening on port (\d+)")).group(1))
         client = e2e.client(port)
@@ -221,8 +171,7 @@ async def test_cli_sigterm_plays_out_then_avatar_leaves(e2e: Harness) -> None:
         assert isinstance(ended, SessionEnded) and ended.reason == session_pb2.END_REASON_SERVER_SHUTDOWN
 
         await e2e.assert_avatar_left(viewer, avatar)
-        async with asyncio.timeout(TIMEOUT):
-            code = await proc.wait()
+        code = await cli.wait()
         assert code == 0, f"avatar-gateway exited with {code}:\n{cli.output}"
         assert "Traceback" not in cli.output, cli.output
         assert e2e.target.api_secret not in cli.output, "the LiveKit secret appeared in the gateway's log"
