@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import uuid
@@ -293,3 +294,27 @@ async def test_a_port_another_gateway_serves_is_refused(tmp_path: Path) -> None:
             assert "cannot serve" in process.output and "Traceback" not in process.output
     finally:
         await first.stop(0.0)
+
+
+async def test_sigusr1_makes_every_worker_log_its_metrics(cluster: Cluster) -> None:
+    session = await start(cluster.client(0))
+    seen = len(cluster.process.lines)
+    cluster.process.proc.send_signal(signal.SIGUSR1)  # opens a window
+    for worker in range(WORKERS):
+        await cluster.process.wait_line(rf"\[worker {worker}\] gateway.metrics: metrics ", after=seen)
+    pieces = chunks(speech(0.3))
+    async with cluster.client(0).stream_audio(session.name, sample_rate=16000) as stream:
+        for piece in pieces:
+            await stream.send(piece)
+        await stream.end_segment()
+    await playback(stream)
+    seen = len(cluster.process.lines)
+    cluster.process.proc.send_signal(signal.SIGUSR1)
+    figures = {}
+    for worker in range(WORKERS):
+        line = await cluster.process.wait_line(rf"\[worker {worker}\] gateway.metrics: metrics (.*)$", after=seen)
+        figures[worker] = json.loads(line.group(1))
+    assert figures[0]["chunks"] == len(pieces) and figures[0]["hop"]["count"] == len(pieces)
+    assert figures[1]["chunks"] == 0
+    assert all(f["loop_lag"]["count"] > 0 for f in figures.values())
+    await cluster.client(1).end_session(session.name)
