@@ -199,9 +199,13 @@ class ClusterDirectory(Directory):
                     await self._peers.call(peer, "Reclaim", {"index": self.index})
 
     async def aclose(self) -> None:
-        """Wait for releases still on their way."""
-        if self._releases:
-            await asyncio.wait(list(self._releases), timeout=INTERNAL_TIMEOUT_S)
+        """Wait for releases still on their way (a worker that does not answer loses its entries anyway)."""
+        if not self._releases:
+            return
+        _, late = await asyncio.wait(list(self._releases), timeout=INTERNAL_TIMEOUT_S)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
 
 
 def internal_handler(directory: ClusterDirectory) -> grpc.GenericRpcHandler:

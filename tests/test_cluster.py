@@ -193,6 +193,17 @@ async def test_a_retry_on_another_worker_returns_the_first_result(cluster: Clust
     await cluster.client(worker).end_session(first.name)
 
 
+@pytest.mark.parametrize("worker", [0, 1])
+async def test_a_request_id_whose_start_failed_is_free_on_every_worker(cluster: Cluster, worker: int) -> None:
+    request_id = str(uuid.uuid4())
+    bad = await failure(start(cluster.client(worker), request_id=request_id, fps=99))
+    assert bad.code is grpc.StatusCode.INVALID_ARGUMENT
+    session = await start(cluster.client(1 - worker), request_id=request_id)
+    assert session.state == session_pb2.SESSION_STATE_ACTIVE
+    assert (await start(cluster.client(worker), request_id=request_id)).name == session.name
+    await cluster.client(worker).end_session(session.name)
+
+
 async def test_list_sessions_pages_through_every_workers_sessions(cluster: Cluster) -> None:
     mine = [await start(cluster.client(i % WORKERS)) for i in range(7)]
     names = {s.name for s in mine}
