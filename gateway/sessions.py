@@ -73,11 +73,13 @@ class SessionManager:
         """One page of the caller's sessions in this process, newest first (gateway.paging)."""
         size = paging.page_size(page_size)
         after = paging.decode_token(page_token)
-        rows = [session_pb(s) for s in self._sessions.values()
+        rows = [(_list_key(s), s) for s in self._sessions.values()
                 if s.params.owner == caller.principal and (show_ended or s.state not in TERMINAL)]
         if after is not None:
-            rows = [r for r in rows if paging.key_of(r) < after]
-        return paging.merge([rows], size, more=False)
+            rows = [(key, s) for key, s in rows if key < after]
+        rows.sort(key=lambda row: row[0], reverse=True)
+        page = [session_pb(s) for _, s in rows[:size]]  # only the page is converted
+        return paging.merge([page], size, more=len(rows) > size)
 
     def active(self) -> list[AvatarSession]:
         """Sessions that are not terminal."""
@@ -268,3 +270,8 @@ def _fingerprint(req: pb.StartSessionRequest) -> str:
     copy.CopyFrom(req)
     copy.request_id = ""  # compared in canonical form separately: any spelling of the same UUID is the same id
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+
+
+def _list_key(session: AvatarSession) -> paging.ListKey:
+    """The session's ListSessions position, as its Session message will carry it (gateway.convert)."""
+    return round(session.create_time * 1e9), session.name
