@@ -93,10 +93,9 @@ class SessionEndedEvent:
 class AvatarSession:
     """A running (or ended) session. All methods run on the gateway's event loop."""
 
-    def __init__(self, params: SessionParams, adapter: ProviderAdapter, *, avatar_identity: str, seq: int) -> None:
+    def __init__(self, params: SessionParams, adapter: ProviderAdapter, *, avatar_identity: str) -> None:
         self.params = params
         self.name = f"sessions/{params.session_id}"
-        self.seq = seq
         self.request_id = ""  # the StartSession idempotency key, if any
         self.adapter = adapter
         self.avatar_identity = avatar_identity

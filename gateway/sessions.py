@@ -43,7 +43,6 @@ class SessionManager:
         self._sessions: dict[str, AvatarSession] = {}
         self._requests: dict[str, _Pending] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()
-        self._seq = 0
         self._closing = False
         self.metrics = GatewayMetrics()
 
@@ -129,9 +128,8 @@ class SessionManager:
             for key in claimed:
                 self.directory.release(key)
             raise
-        self._seq += 1
         session = AvatarSession(params, adapter, avatar_identity=avatar_identity(adapter.info.name,
-                                                                                   params.session_id), seq=self._seq)
+                                                                                   params.session_id))
         self._sessions[name] = session
         future: asyncio.Future[AvatarSession] = asyncio.get_running_loop().create_future()
         if request_id:
