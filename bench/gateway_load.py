@@ -4,12 +4,13 @@ Each stream sends 16 kHz mono speech in 20 ms chunks in real time, in 2 s segmen
 real `avatar-gateway serve --headless`, with one worker process or several (`--gateway-workers`). The gateway's CPU
 is read from /proc for all its processes; the hop histograms come from the gateway itself (each process logs its
 metrics on SIGUSR1, gateway/metrics.py); the load comes from `--generators` separate processes
-(bench/load_worker.py), 50 streams to a connection, spread over each 20 ms tick. All of it shares this machine's
-cores, so the load generators' CPU is reported too. The mock plays audio at `--provider-rate` (16 kHz by default,
-like Simli: no resampling; 24000 makes the gateway resample every chunk with PyAV) and renders small video
-(`--video`, default 64x48 at 10 fps) so the figures are about the gateway, not about pixel pushing
-(bench/render_mock.py measures rendering). A stream is sustained when every chunk offered is handled in real time:
-offered 100%, no late ticks, no underrun warnings.
+(bench/load_worker.py), each stream on its own connection unless `--per-connection` says otherwise, spread over
+each 20 ms tick. All of it shares this machine's cores, so the load generators' CPU is reported too. The mock
+plays audio at `--provider-rate` (16 kHz by default, like Simli: no resampling; 24000 makes the gateway resample
+every chunk with PyAV) and renders small video (`--video`, default 64x48 at 10 fps) so the figures are about the
+gateway, not about pixel pushing (bench/render_mock.py measures rendering). A stream is sustained when every chunk
+offered is handled in real time: offered 100%, no late ticks, no underrun warnings. `split` is each worker's share
+of the chunks: the kernel spreads connections, not streams, over the workers.
 
     .venv/bin/python -m bench.gateway_load --streams 1 100 500 --gateway-workers 1 2
     .venv/bin/python -m bench.gateway_load --streams 100 200 --provider-rate 24000
@@ -91,6 +92,9 @@ async def run(streams: int, seconds: float, warmup: float, video: str, generator
             "chunks_per_s": chunks / window,
             "offered_fraction": chunks / (streams * 50 * window),
             "late_tick_fraction": late / ticks,
+            # the load generators' own lateness: a chunk they send late reaches the provider late (an underrun
+            # that is theirs, not the gateway's, once it nears the ~100 ms margin of the bench's prebuffer)
+            "generator_max_late_ms": max(float(r["max_late_ms"]) for r in reports),
             # each worker's own histogram; the worst worker's percentiles
             "hop": {k: max(float(f["hop"][k]) for f in figures) for k in ("p50_us", "p99_us", "max_us")},
             "hop_per_worker": [f["hop"] for f in figures],
@@ -111,6 +115,15 @@ async def run(streams: int, seconds: float, warmup: float, video: str, generator
         await gateway.stop()
 
 
+def _split(figures: dict[str, object]) -> str:
+    """Each worker's share of the chunks, in percent: how evenly the kernel spread the connections."""
+    per_worker = figures["hop_per_worker"]
+    assert isinstance(per_worker, list)
+    counts = [int(h["count"]) for h in per_worker]
+    total = sum(counts) or 1
+    return "/".join(f"{100 * c / total:.0f}" for c in counts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 100, 500])
@@ -123,13 +136,15 @@ def main() -> None:
     parser.add_argument("--client", choices=("h2", "agent_client"), default="h2",
                         help="load generator's gRPC client (see bench/load_worker.py)")
     parser.add_argument("--provider-rate", type=int, default=16000, help="the mock's audio rate, Hz")
-    parser.add_argument("--per-connection", type=int, default=50,
-                        help="streams sharing one gRPC connection (an agent server process hosting many sessions)")
+    parser.add_argument("--per-connection", type=int, default=1,
+                        help="streams sharing one gRPC connection (default 1: every agent its own channel; N: an "
+                             "agent server hosting N sessions on one channel)")
     parser.add_argument("--video", default="64x48@10", help="WxH@FPS of the mock avatar")
     parser.add_argument("--profile", help="record the gateway with py-spy (raw format) to this file")
     args = parser.parse_args()
     print(f"{'workers':>7} {'streams':>7} {'chunks/s':>9} {'offered':>7} {'hop p50':>9} {'hop p99':>9} {'hop max':>9} "
-          f"{'gw CPU':>7} {'load CPU':>8} {'gw RSS':>7} {'underruns':>9} {'lag p99':>8} {'lag max':>8}")
+          f"{'gw CPU':>7} {'load CPU':>8} {'gw RSS':>7} {'underruns':>9} {'lag p99':>8} {'lag max':>8} "
+          f"{'gen late':>8} split")
     generators = args.generators or (1 if args.client == "h2" else 2)
     for gw, n in ((gw, n) for gw in args.gateway_workers for n in args.streams):
         r = asyncio.run(run(n, args.seconds, args.warmup, args.video, min(generators, n), gw, args.profile,
@@ -139,7 +154,8 @@ def main() -> None:
         print(f"{gw:>7} {n:>7} {r['chunks_per_s']:>9.0f} {r['offered_fraction']:>7.1%} {hop['p50_us']:>7.0f}us "
               f"{hop['p99_us']:>7.0f}us {hop['max_us']:>7.0f}us {r['gateway_cpu_cores']:>6.0%} "
               f"{r['load_generator_cpu_cores']:>7.0%} {r['gateway_rss_mb']:>5.0f}MB {r['underrun_warnings']:>9} "
-              f"{lag['p99_us'] / 1000:>6.1f}ms {lag['max_us'] / 1000:>6.1f}ms", flush=True)
+              f"{lag['p99_us'] / 1000:>6.1f}ms {lag['max_us'] / 1000:>6.1f}ms "
+              f"{r['generator_max_late_ms']:>6.1f}ms {_split(r)}", flush=True)
         print(json.dumps(r), flush=True)
 
 

@@ -1,8 +1,9 @@
 """One load-generator process for bench.gateway_load: N sessions, N real-time audio streams.
 
 Each stream sends 16 kHz mono speech, one 20 ms chunk per tick, with a segment end every 2 s. Streams are spread
-evenly over the tick (`PHASES` phases), as independent agents are; by default each stream has its own connection
-(`--per-connection`, default 50: an agent server process hosting many sessions on one channel). Two clients:
+evenly over the tick (`PHASES` phases), as independent agents are; by default each stream has its own connection,
+as agents in separate processes have (`--per-connection N`: an agent server hosting N sessions on one channel).
+Two clients:
 
 - `h2` (default): bench/h2_client.py, the gRPC wire protocol with almost no work per message, so that the figures
   describe the gateway and not the load generator;
@@ -183,6 +184,7 @@ async def _paced(load: Load, counts: Counts, tick: Callable[[int, int], Awaitabl
     async for n, phase in ticker.run():
         if n == opens and phase == 0:
             counts.window_from = time.monotonic()
+            ticker.max_late_s = 0.0  # lateness counts in the measurement window only, like underruns
         await tick(n, phase)
     return ticker
 
@@ -192,6 +194,7 @@ async def main(load: Load, client: str) -> None:
     start = time.monotonic()
     ticker = await (run_h2 if client == "h2" else run_agent_client)(load, counts)
     print(json.dumps({"sent": counts.sent, "late_ticks": ticker.late, "ticks": ticker.ticks * ticker.phases,
+                      "max_late_ms": ticker.max_late_s * 1000,
                       "elapsed": time.monotonic() - start, "finished": counts.finished,
                       "underruns": counts.underruns, "errors": counts.errors, "blocked": counts.blocked}),
           flush=True)
@@ -205,7 +208,7 @@ if __name__ == "__main__":
     parser.add_argument("--warmup", type=float, default=0.0)
     parser.add_argument("--video", default="64x48@10")
     parser.add_argument("--provider-rate", type=int, default=RATE)
-    parser.add_argument("--per-connection", type=int, default=50)
+    parser.add_argument("--per-connection", type=int, default=1)
     parser.add_argument("--client", choices=("h2", "agent_client"), default="h2")
     parser.add_argument("--tag", default="0")
     a = parser.parse_args()

@@ -16,11 +16,12 @@ PHASES = 10  # the load generators' streams write in 10 groups, 2 ms apart
 class Ticker:
     """Real-time ticks of PERIOD_S, each cut into `phases` evenly spaced phases (streams spread over a tick, as
     independent agents are, instead of all writing at once). Counts the phases that started more than one period
-    late (the generator could not keep up)."""
+    late (the generator could not keep up), and how late the latest phase started."""
 
     ticks: int
     phases: int = 1
     late: int = 0
+    max_late_s: float = 0.0
 
     async def run(self) -> AsyncIterator[tuple[int, int]]:
         """Announce `ready`, read `go <epoch seconds>` from stdin, then yield (tick, phase) on schedule."""
@@ -33,6 +34,8 @@ class Ticker:
             delay = start + n * step - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            elif delay < -PERIOD_S:
-                self.late += 1
+            else:
+                self.max_late_s = max(self.max_late_s, -delay)
+                if delay < -PERIOD_S:
+                    self.late += 1
             yield divmod(n, self.phases)
