@@ -79,6 +79,7 @@ class AudioStream:
         self._current: int | None = None  # open segment (ledger id)
         self._resampler: Resampler | None = None
         self._count = 0
+        self._last_rx = 0  # when the open segment's last chunk arrived (0: none yet)
         self._metrics = metrics or GatewayMetrics()
         self._input_closed = asyncio.Event()
 
@@ -125,6 +126,7 @@ class AudioStream:
             received = time.perf_counter_ns()
             self._current = None
             self._resampler = None
+            self._last_rx = 0
             await self.session.interrupt()
             self._metrics.interrupt.record(time.perf_counter_ns() - received)
         elif kind == "config":
@@ -168,6 +170,9 @@ class AudioStream:
         metrics = self._metrics
         metrics.chunks += 1
         metrics.hop.record(time.perf_counter_ns() - received_ns)
+        if self._last_rx:
+            metrics.arrival_gap.record(received_ns - self._last_rx)
+        self._last_rx = received_ns
 
     async def _end_segment(self) -> None:
         seg = self._current if self._current is not None else self._open()
@@ -177,6 +182,7 @@ class AudioStream:
             await self.session.push_audio(seg, tail)
         self._current = None
         self._resampler = None
+        self._last_rx = 0  # the agent may pause between segments: only gaps inside a segment are jitter
         await self.session.end_segment(seg)
 
     # -- writing ------------------------------------------------------------------------------------------------

@@ -7,16 +7,32 @@ import math
 import time
 from dataclasses import dataclass, field
 
-_PER_DECADE = 40  # bucket width ~6%: percentiles are accurate to a few percent
-_MIN_NS = 100  # 0.1 µs
-_DECADES = 9  # up to 100 s
+_SUB = 16  # buckets per octave: a bucket is at most 1/16 (6.25%) wide, so percentiles are that accurate
+_SUB_BITS = 4
+_BUCKETS = _SUB * 40  # up to 2**40 ns (18 minutes); anything longer lands in the last bucket
+
+
+def _bucket(ns: int) -> int:
+    """Bucket of a non-negative latency: exact below 16 ns, then 16 per octave (integer operations only)."""
+    if ns < _SUB:
+        return ns if ns > 0 else 0
+    shift = ns.bit_length() - _SUB_BITS - 1
+    return min(_BUCKETS - 1, shift * _SUB + (ns >> shift))
+
+
+def _upper_edge(index: int) -> int:
+    """The smallest latency above every latency of bucket `index`."""
+    if index < _SUB:
+        return index + 1
+    shift, mantissa = divmod(index, _SUB)
+    return (mantissa + _SUB + 1) << (shift - 1)
 
 
 class LatencyHistogram:
-    """Nanosecond latencies in log-spaced buckets."""
+    """Nanosecond latencies in log-spaced buckets; `record` is a few integer operations and allocates nothing."""
 
     def __init__(self) -> None:
-        self._buckets = [0] * (_PER_DECADE * _DECADES + 1)
+        self._buckets = [0] * _BUCKETS
         self.count = 0
         self.total_ns = 0
         self.max_ns = 0
@@ -27,11 +43,10 @@ class LatencyHistogram:
         self.total_ns += ns
         if ns > self.max_ns:
             self.max_ns = ns
-        index = 0 if ns <= _MIN_NS else min(len(self._buckets) - 1, int(math.log10(ns / _MIN_NS) * _PER_DECADE) + 1)
-        self._buckets[index] += 1
+        self._buckets[_bucket(ns)] += 1
 
     def percentile(self, p: float) -> float:
-        """The p-th percentile (0-100) in nanoseconds: the upper edge of the bucket holding it."""
+        """The p-th percentile (0-100) in nanoseconds: the upper edge of the bucket holding it (never above max)."""
         if not self.count:
             return 0.0
         rank = max(1, math.ceil(self.count * p / 100))
@@ -39,7 +54,8 @@ class LatencyHistogram:
         for index, n in enumerate(self._buckets):
             seen += n
             if seen >= rank:
-                return min(float(self.max_ns), _MIN_NS * 10 ** (index / _PER_DECADE))
+                top = self.max_ns if index == _BUCKETS - 1 else min(self.max_ns, _upper_edge(index))
+                return float(top)
         return float(self.max_ns)
 
     def summary(self) -> dict[str, float]:
@@ -67,6 +83,9 @@ class GatewayMetrics:
     interrupt: LatencyHistogram = field(default_factory=LatencyHistogram)
     # how late the event loop ran a task that asked to run now (every chunk and frame waits that long, at least)
     loop_lag: LatencyHistogram = field(default_factory=LatencyHistogram)
+    # time between consecutive audio chunks of one segment: the agent's pacing plus network and scheduling jitter
+    # on the way in (a gap longer than the provider's buffer is an underrun that is not the gateway's doing)
+    arrival_gap: LatencyHistogram = field(default_factory=LatencyHistogram)
     since: float = field(default_factory=time.monotonic)
 
     def report(self) -> dict[str, object]:
@@ -74,8 +93,9 @@ class GatewayMetrics:
         now = time.monotonic()
         figures: dict[str, object] = {"window_s": round(now - self.since, 3), "chunks": self.chunks,
                                       "hop": self.hop.summary(), "interrupt": self.interrupt.summary(),
-                                      "loop_lag": self.loop_lag.summary()}
+                                      "loop_lag": self.loop_lag.summary(), "arrival_gap": self.arrival_gap.summary()}
         self.hop, self.interrupt, self.loop_lag = LatencyHistogram(), LatencyHistogram(), LatencyHistogram()
+        self.arrival_gap = LatencyHistogram()
         self.chunks, self.since = 0, now
         return figures
 

@@ -1,0 +1,54 @@
+"""The gateway's latency histograms: exact counts and maxima, percentiles within one bucket of the truth."""
+
+from __future__ import annotations
+
+import math
+import random
+
+from gateway.metrics import GatewayMetrics, LatencyHistogram
+
+
+def _exact(samples: list[int], p: float) -> int:
+    ordered = sorted(samples)
+    return ordered[max(1, math.ceil(len(ordered) * p / 100)) - 1]
+
+
+def test_percentiles_are_within_one_bucket_of_the_exact_ones() -> None:
+    rng = random.Random(7)
+    samples = [int(rng.lognormvariate(10, 2)) for _ in range(20000)]  # ~20 µs median, spread over decades
+    hist = LatencyHistogram()
+    for ns in samples:
+        hist.record(ns)
+    assert hist.count == len(samples) and hist.max_ns == max(samples) and hist.total_ns == sum(samples)
+    for p in (1, 10, 50, 90, 99, 99.9, 100):
+        exact = _exact(samples, p)
+        got = hist.percentile(p)
+        # the upper edge of the bucket that holds the exact value: never below it, at most 1/16 above it
+        assert exact <= got <= max(exact + 1, exact * 17 / 16), (p, exact, got)
+
+
+def test_small_values_are_exact_and_huge_ones_are_kept() -> None:
+    hist = LatencyHistogram()
+    for ns in (0, 1, 5, 15):
+        hist.record(ns)
+    assert [hist.percentile(p) for p in (25, 50, 75, 100)] == [1.0, 2.0, 6.0, 15.0]
+    hist.record(10**15)  # longer than the last bucket's range: counted there, and the max is exact
+    assert hist.percentile(100) == 10**15 and hist.count == 5
+
+
+def test_an_empty_histogram_reports_zeros() -> None:
+    summary = LatencyHistogram().summary()
+    assert summary["count"] == 0 and summary["p99_us"] == 0.0 and summary["max_us"] == 0.0
+
+
+def test_report_opens_a_new_window() -> None:
+    metrics = GatewayMetrics()
+    metrics.chunks = 3
+    metrics.hop.record(5000)
+    metrics.arrival_gap.record(20_000_000)
+    first = metrics.report()
+    assert first["chunks"] == 3
+    assert first["arrival_gap"] == {**first["arrival_gap"], "count": 1, "max_us": 20000.0}  # type: ignore[dict-item]
+    second = metrics.report()
+    assert second["chunks"] == 0
+    assert all(second[k]["count"] == 0 for k in ("hop", "interrupt", "loop_lag", "arrival_gap"))  # type: ignore[index]
