@@ -21,7 +21,7 @@ from avatar.v1 import session_pb2
 
 from gateway import errors
 from gateway.convert import audio_format_pb, duration
-from gateway.metrics import GatewayMetrics
+from gateway.metrics import ArrivalClock, GatewayMetrics
 from gateway.resample import Resampler
 from gateway.session import AvatarSession, SessionEndedEvent, State, StreamSink
 from providers.base import PcmFormat
@@ -79,7 +79,8 @@ class AudioStream:
         self._current: int | None = None  # open segment (ledger id)
         self._resampler: Resampler | None = None
         self._count = 0
-        self._last_rx = 0  # when the open segment's last chunk arrived (0: none yet)
+        self._arrival = ArrivalClock()
+        self._ns_per_frame = 1_000_000_000 / fmt.sample_rate  # one sample frame's duration
         self._metrics = metrics or GatewayMetrics()
         self._input_closed = asyncio.Event()
 
@@ -126,7 +127,7 @@ class AudioStream:
             received = time.perf_counter_ns()
             self._current = None
             self._resampler = None
-            self._last_rx = 0
+            self._arrival.reset()
             await self.session.interrupt()
             self._metrics.interrupt.record(time.perf_counter_ns() - received)
         elif kind == "config":
@@ -170,9 +171,8 @@ class AudioStream:
         metrics = self._metrics
         metrics.chunks += 1
         metrics.hop.record(time.perf_counter_ns() - received_ns)
-        if self._last_rx:
-            metrics.arrival_gap.record(received_ns - self._last_rx)
-        self._last_rx = received_ns
+        metrics.arrival_lag.record(
+            self._arrival.lag(received_ns, int(len(pcm) // self._frame_bytes * self._ns_per_frame)))
 
     async def _end_segment(self) -> None:
         seg = self._current if self._current is not None else self._open()
@@ -182,7 +182,7 @@ class AudioStream:
             await self.session.push_audio(seg, tail)
         self._current = None
         self._resampler = None
-        self._last_rx = 0  # the agent may pause between segments: only gaps inside a segment are jitter
+        self._arrival.reset()
         await self.session.end_segment(seg)
 
     # -- writing ------------------------------------------------------------------------------------------------

@@ -83,9 +83,9 @@ class GatewayMetrics:
     interrupt: LatencyHistogram = field(default_factory=LatencyHistogram)
     # how late the event loop ran a task that asked to run now (every chunk and frame waits that long, at least)
     loop_lag: LatencyHistogram = field(default_factory=LatencyHistogram)
-    # time between consecutive audio chunks of one segment: the agent's pacing plus network and scheduling jitter
-    # on the way in (a gap longer than the provider's buffer is an underrun that is not the gateway's doing)
-    arrival_gap: LatencyHistogram = field(default_factory=LatencyHistogram)
+    # how far behind real time each chunk of a segment arrived (ArrivalClock): the agent's pacing plus network and
+    # scheduling delays on the way in; lag beyond the provider's buffer is an underrun that is not the gateway's doing
+    arrival_lag: LatencyHistogram = field(default_factory=LatencyHistogram)
     since: float = field(default_factory=time.monotonic)
 
     def report(self) -> dict[str, object]:
@@ -93,11 +93,39 @@ class GatewayMetrics:
         now = time.monotonic()
         figures: dict[str, object] = {"window_s": round(now - self.since, 3), "chunks": self.chunks,
                                       "hop": self.hop.summary(), "interrupt": self.interrupt.summary(),
-                                      "loop_lag": self.loop_lag.summary(), "arrival_gap": self.arrival_gap.summary()}
+                                      "loop_lag": self.loop_lag.summary(), "arrival_lag": self.arrival_lag.summary()}
         self.hop, self.interrupt, self.loop_lag = LatencyHistogram(), LatencyHistogram(), LatencyHistogram()
-        self.arrival_gap = LatencyHistogram()
+        self.arrival_lag = LatencyHistogram()
         self.chunks, self.since = 0, now
         return figures
+
+
+class ArrivalClock:
+    """How late a segment's chunks arrive against the earliest real-time schedule the segment has kept so far.
+
+    Chunk k of a segment, with `before` ns of audio ahead of it, "should" arrive at anchor + before, where anchor is
+    the smallest (arrival - before) seen in the segment: an agent on time or ahead of real time lags 0, and a chunk
+    held up by 50 ms lags 50 ms, as do the chunks queued behind it until the agent catches up.
+    """
+
+    __slots__ = ("_anchor", "_audio_ns")
+
+    def __init__(self) -> None:
+        self._anchor: int | None = None
+        self._audio_ns = 0
+
+    def lag(self, received_ns: int, duration_ns: int) -> int:
+        """Record a chunk of `duration_ns` of audio that arrived at `received_ns`; its lag in ns."""
+        anchor = received_ns - self._audio_ns
+        self._audio_ns += duration_ns
+        if self._anchor is None or anchor < self._anchor:
+            self._anchor = anchor
+        return anchor - self._anchor
+
+    def reset(self) -> None:
+        """A new segment begins (an agent may pause between segments)."""
+        self._anchor = None
+        self._audio_ns = 0
 
 
 LAG_PROBE_PERIOD_S = 0.05

@@ -326,7 +326,7 @@ async def test_sigusr1_makes_every_worker_log_its_metrics(cluster: Cluster) -> N
         line = await cluster.process.wait_line(rf"\[worker {worker}\] gateway.metrics: metrics (.*)$", after=seen)
         figures[worker] = json.loads(line.group(1))
     assert figures[0]["chunks"] == len(pieces) and figures[0]["hop"]["count"] == len(pieces)
-    assert figures[0]["arrival_gap"]["count"] == len(pieces) - 1  # one segment: a gap between each two chunks
+    assert figures[0]["arrival_lag"]["count"] == len(pieces)
     assert figures[1]["chunks"] == 0
     assert all(f["loop_lag"]["count"] > 0 for f in figures.values())
     await cluster.client(1).end_session(session.name)

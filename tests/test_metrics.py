@@ -1,11 +1,11 @@
-"""The gateway's latency histograms: exact counts and maxima, percentiles within one bucket of the truth."""
+"""The gateway's metrics: histograms (exact counts and maxima, percentiles within one bucket) and arrival lag."""
 
 from __future__ import annotations
 
 import math
 import random
 
-from gateway.metrics import GatewayMetrics, LatencyHistogram
+from gateway.metrics import ArrivalClock, GatewayMetrics, LatencyHistogram
 
 
 def _exact(samples: list[int], p: float) -> int:
@@ -45,10 +45,32 @@ def test_report_opens_a_new_window() -> None:
     metrics = GatewayMetrics()
     metrics.chunks = 3
     metrics.hop.record(5000)
-    metrics.arrival_gap.record(20_000_000)
+    metrics.arrival_lag.record(20_000_000)
     first = metrics.report()
     assert first["chunks"] == 3
-    assert first["arrival_gap"] == {**first["arrival_gap"], "count": 1, "max_us": 20000.0}  # type: ignore[dict-item]
+    assert first["arrival_lag"] == {**first["arrival_lag"], "count": 1, "max_us": 20000.0}  # type: ignore[dict-item]
     second = metrics.report()
     assert second["chunks"] == 0
-    assert all(second[k]["count"] == 0 for k in ("hop", "interrupt", "loop_lag", "arrival_gap"))  # type: ignore[index]
+    assert all(second[k]["count"] == 0 for k in ("hop", "interrupt", "loop_lag", "arrival_lag"))  # type: ignore[index]
+
+
+MS = 1_000_000
+CHUNK = 20 * MS
+
+
+def test_arrival_lag_is_zero_on_time_and_counts_a_held_up_chunk_and_those_behind_it() -> None:
+    clock = ArrivalClock()
+    arrivals = [0, 20, 40, 110, 111, 112, 120, 140]  # ms: chunk 3 held up by 50 ms, 4 and 5 queued behind it
+    lags = [clock.lag(t * MS, CHUNK) for t in arrivals]
+    assert [lag // MS for lag in lags] == [0, 0, 0, 50, 31, 12, 0, 0]
+
+
+def test_an_agent_ahead_of_real_time_never_lags_and_a_segment_starts_afresh() -> None:
+    clock = ArrivalClock()
+    assert [clock.lag(t * MS, CHUNK) for t in (0, 5, 10, 15)] == [0, 0, 0, 0]  # 4x real time: all ahead
+    # then a chunk at 100 ms with 80 ms of audio before it: the schedule its fastest chunk kept (-45 ms + 80 ms)
+    # had it due at 35 ms
+    assert clock.lag(100 * MS, CHUNK) == 65 * MS
+    clock.reset()  # a pause between segments is not lateness
+    assert clock.lag(10_000 * MS, CHUNK) == 0
+    assert clock.lag(10_030 * MS, CHUNK) == 10 * MS
