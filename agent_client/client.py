@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+import zlib
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import Any
@@ -19,6 +21,9 @@ from agent_client.errors import from_rpc_error
 Session = session_pb2.Session
 ProviderInfo = pb.ProviderInfo
 
+MAX_CONNECTIONS = 64
+_HOMES_KEPT = 65536  # sessions whose connection the client remembers (the oldest are forgotten first)
+
 
 def _duration(seconds: float) -> duration_pb2.Duration:
     d = duration_pb2.Duration()
@@ -29,18 +34,34 @@ def _duration(seconds: float) -> duration_pb2.Duration:
 class AvatarGatewayClient:
     """Client for one gateway. `target` is host:port; `api_key` is sent as `authorization: Bearer <key>`.
 
+    `connections` > 1 opens that many connections and starts sessions on them in turn; every later call about a
+    session (stream, get, watch, end) goes over the connection that started it. A gateway running several worker
+    processes gets each connection's sessions on one worker, so an agent server hosting many sessions spreads them
+    over the workers instead of loading one.
+
     Every failed call raises agent_client.GatewayError with the decoded google.rpc details.
     """
 
     def __init__(self, target: str, *, api_key: str | None = None, timeout: float = 30.0,
-                 channel: grpc.aio.Channel | None = None) -> None:
-        self._channel = channel or grpc.aio.insecure_channel(target, options=[
+                 channel: grpc.aio.Channel | None = None, connections: int = 1) -> None:
+        if not 1 <= connections <= MAX_CONNECTIONS:
+            raise ValueError(f"connections must be 1 to {MAX_CONNECTIONS}")
+        if channel is not None and connections != 1:
+            raise ValueError("a client given a channel uses that one connection")
+        options: list[tuple[str, Any]] = [
             ("grpc.keepalive_time_ms", 20_000),
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.max_send_message_length", 4 * 1024 * 1024),
-        ])
+        ]
+        if connections > 1:  # channels to one target share one connection unless each has its own pool
+            options.append(("grpc.use_local_subchannel_pool", 1))
+        self._channels = [channel] if channel is not None else [
+            grpc.aio.insecure_channel(target, options=options) for _ in range(connections)]
         self._own_channel = channel is None
-        self._stub: Any = pb_grpc.AvatarProviderStub(self._channel)  # type: ignore[no-untyped-call]
+        self._stubs: list[Any] = [pb_grpc.AvatarProviderStub(c) for c in self._channels]  # type: ignore[no-untyped-call]
+        self._stub = self._stubs[0]  # calls about no session in particular
+        self._homes: OrderedDict[str, int] = OrderedDict()  # session name -> the connection that started it
+        self._next = 0
         self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         self._timeout = timeout
 
@@ -52,13 +73,21 @@ class AvatarGatewayClient:
         await self.close()
 
     async def close(self) -> None:
-        """Close the channel (if this client opened it)."""
+        """Close the channels (if this client opened them)."""
         if self._own_channel:
-            await self._channel.close()
+            for channel in self._channels:
+                await channel.close()
 
-    async def _unary(self, method: str, request: Any) -> Any:
+    def connection_of(self, session: str) -> int:
+        """Index of the connection calls about `session` use: the one that started it, if this client did."""
+        home = self._homes.get(session)
+        if home is None:
+            return zlib.crc32(session.encode()) % len(self._stubs)
+        return home
+
+    async def _unary(self, method: str, request: Any, stub: Any = None) -> Any:
         try:
-            return await getattr(self._stub, method)(request, timeout=self._timeout, metadata=self._metadata)
+            return await getattr(stub or self._stub, method)(request, timeout=self._timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err) from None
 
@@ -99,12 +128,18 @@ class AvatarGatewayClient:
             req.max_duration.CopyFrom(_duration(max_duration))
         if video_delay is not None:
             req.video_delay.CopyFrom(_duration(video_delay))
-        resp = await self._unary("StartSession", req)
-        return resp.session  # type: ignore[no-any-return]
+        home, self._next = self._next, (self._next + 1) % len(self._stubs)
+        session: Session = (await self._unary("StartSession", req, self._stubs[home])).session
+        if len(self._stubs) > 1:
+            self._homes[session.name] = home
+            if len(self._homes) > _HOMES_KEPT:
+                self._homes.popitem(last=False)
+        return session
 
     async def get_session(self, name: str) -> Session:
         """Read a session."""
-        return (await self._unary("GetSession", pb.GetSessionRequest(name=name))).session  # type: ignore[no-any-return]
+        stub = self._stubs[self.connection_of(name)]
+        return (await self._unary("GetSession", pb.GetSessionRequest(name=name), stub)).session  # type: ignore[no-any-return]
 
     async def list_sessions_page(self, *, page_size: int = 0, page_token: str = "", show_ended: bool = False
                                  ) -> tuple[list[Session], str]:
@@ -125,11 +160,15 @@ class AvatarGatewayClient:
 
     async def end_session(self, name: str) -> Session:
         """End a session (idempotent); returns it terminal."""
-        return (await self._unary("EndSession", pb.EndSessionRequest(name=name))).session  # type: ignore[no-any-return]
+        stub = self._stubs[self.connection_of(name)]
+        session: Session = (await self._unary("EndSession", pb.EndSessionRequest(name=name), stub)).session
+        self._homes.pop(name, None)
+        return session
 
     async def watch_session(self, name: str) -> AsyncIterator[Session]:
         """The session's state now, then at every change, until it is terminal."""
-        call = self._stub.WatchSession(pb.WatchSessionRequest(name=name), metadata=self._metadata)
+        stub = self._stubs[self.connection_of(name)]
+        call = stub.WatchSession(pb.WatchSessionRequest(name=name), metadata=self._metadata)
         try:
             async for resp in call:
                 yield resp.session
@@ -145,5 +184,5 @@ class AvatarGatewayClient:
     def stream_audio(self, session: str, *, sample_rate: int, channels: int = 1,
                      timeout: float | None = None) -> AudioStream:
         """An audio stream on a session; use `async with` (or `await stream.open()`)."""
-        call = self._stub.StreamAudio(timeout=timeout, metadata=self._metadata)
+        call = self._stubs[self.connection_of(session)].StreamAudio(timeout=timeout, metadata=self._metadata)
         return AudioStream(call, session, sample_rate, channels)

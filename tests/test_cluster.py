@@ -330,3 +330,39 @@ async def test_sigusr1_makes_every_worker_log_its_metrics(cluster: Cluster) -> N
     assert figures[1]["chunks"] == 0
     assert all(f["loop_lag"]["count"] > 0 for f in figures.values())
     await cluster.client(1).end_session(session.name)
+
+
+def _connections_to(port: int) -> int:
+    """ESTABLISHED TCP connections from this machine to 127.0.0.1:`port` (the client ends only; gRPC's sockets are
+    IPv6 ones with IPv4-mapped addresses)."""
+    targets = {f"0100007F:{port:04X}", f"0000000000000000FFFF00000100007F:{port:04X}"}
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "01" and fields[2] in targets:
+                count += 1
+    return count
+
+
+async def test_a_client_with_several_connections_keeps_each_session_on_the_one_that_started_it(
+        cluster: Cluster) -> None:
+    before = _connections_to(cluster.port)
+    async with AvatarGatewayClient(f"127.0.0.1:{cluster.port}", api_key="key-a", timeout=TIMEOUT,
+                                   connections=4) as client:
+        sessions = [await start(client) for _ in range(8)]
+        assert [client.connection_of(s.name) for s in sessions] == [0, 1, 2, 3, 0, 1, 2, 3]
+        assert _connections_to(cluster.port) - before == 4  # four connections of its own, not one shared
+        pieces = chunks(speech(0.2))
+        for session in sessions:
+            async with client.stream_audio(session.name, sample_rate=16000) as stream:
+                for piece in pieces:
+                    await stream.send(piece)
+                await stream.end_segment()
+            assert [type(e) for e in await playback(stream)] == [PlaybackStarted, PlaybackFinished]
+            assert (await client.get_session(session.name)).state == session_pb2.SESSION_STATE_ACTIVE
+        for session in sessions:
+            assert (await client.end_session(session.name)).state == session_pb2.SESSION_STATE_ENDED
+        assert _connections_to(cluster.port) - before == 4  # every call used those four
+    with pytest.raises(ValueError, match="connections must be 1 to 64"):
+        AvatarGatewayClient("127.0.0.1:1", connections=0)
