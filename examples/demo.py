@@ -32,6 +32,7 @@ AGENT = "agent-1"
 API_KEY = "devkey"
 # measured on the loopback path (see BENCHMARKS.md): its receive side holds audio ~110 ms longer than video
 VIDEO_DELAY_MS = 110
+INTERRUPT_WINDOW_S = 0.5  # frame gaps this soon after clear_buffer was sent are the frames it discarded
 
 
 async def start_gateway(lk: LoopbackServer) -> tuple[asyncio.subprocess.Process, int]:
@@ -104,7 +105,12 @@ async def demo(out: Path) -> int:
     fps = 30
     span = rx.video[-1].t - rx.video[0].t if rx.video else 0.0
     report["video frames received"] = f"{len(rx.video)} over {span:.1f} s ({len(rx.video) / max(span, 1e-9):.1f} fps)"
-    report["dropped frames"] = str(rx.dropped_frames(fps))
+    # an interrupt discards the video frames queued with the stale audio: their timestamps are skipped, not dropped
+    interrupt = timeline.interrupt_sent
+    gaps = rx.frame_gaps(fps)
+    at_interrupt = sum(n for t, n in gaps if interrupt and interrupt <= t <= interrupt + INTERRUPT_WINDOW_S)
+    report["dropped frames"] = str(sum(n for _, n in gaps) - at_interrupt)
+    report["stale frames discarded at the interrupt"] = str(at_interrupt)
     report["audio received"] = f"{rx.audio_samples / 48000:.1f} s"
     starts = [e for _, e in timeline.events if isinstance(e, PlaybackStarted)]
     finishes = [e for _, e in timeline.events if isinstance(e, PlaybackFinished)]

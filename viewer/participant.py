@@ -42,13 +42,20 @@ class Reception:
 
     def dropped_frames(self, fps: int) -> int:
         """Frames missing between the first and last received frame, from the frames' own timestamps."""
+        return sum(missing for _, missing in self.frame_gaps(fps))
+
+    def frame_gaps(self, fps: int) -> list[tuple[float, int]]:
+        """(receive time of the frame after the gap, frames missing) for every gap in the frames' timestamps."""
         stamps = [v.timestamp_us for v in self.video]
         if len(stamps) < 2 or any(b <= a for a, b in itertools.pairwise(stamps)):
             stamps = [round(v.t * 1e6) for v in self.video]
-        if len(stamps) < 2:
-            return 0
         period = 1e6 / fps
-        return int(sum(max(0, round((b - a) / period) - 1) for a, b in itertools.pairwise(stamps)))
+        gaps = []
+        for i, (a, b) in enumerate(itertools.pairwise(stamps)):
+            missing = round((b - a) / period) - 1
+            if missing > 0:
+                gaps.append((self.video[i + 1].t, missing))
+        return gaps
 
 
 class Viewer:
