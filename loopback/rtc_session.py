@@ -53,6 +53,13 @@ class PeerConnectionRegistry:
             await pc.close()
         finally:
             self._open.discard(pc)
+        # aiortc's sender and receiver stop() return once their RTP/RTCP loops have signalled that they exit, a step
+        # before those tasks are done, and a part that never started is not stopped at all: end the tasks that are
+        # left and wait for them, so a closed connection leaves none behind
+        tasks = _media_tasks(pc)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def __len__(self) -> int:
         return len(self._open)
@@ -60,6 +67,28 @@ class PeerConnectionRegistry:
     async def close_all(self) -> None:
         for pc in list(self._open):
             await self.close(pc)
+
+
+# aiortc keeps the tasks of its senders and receivers in private (name-mangled) attributes; aioice its consent task
+_TASK_ATTRIBUTES = ("_RTCRtpSender__rtp_task", "_RTCRtpSender__rtcp_task", "_RTCRtpReceiver__rtcp_task",
+                    "_query_consent_task")
+
+
+def _media_tasks(pc: RTCPeerConnection) -> list[asyncio.Future[None]]:
+    """The connection's tasks that have not finished yet: its senders' and receivers' RTP/RTCP loops, and the ICE
+    consent checks (aioice starts them when connect() succeeds, which can be after the connection was closed)."""
+    parts: list[object] = []
+    for transceiver in pc.getTransceivers():
+        parts += [transceiver.sender, transceiver.receiver]
+    for ice in getattr(pc, "_RTCPeerConnection__iceTransports", ()):
+        parts.append(getattr(ice, "_connection", None))
+    tasks = []
+    for part in parts:
+        for name in _TASK_ATTRIBUTES:
+            task = getattr(part, name, None)
+            if isinstance(task, asyncio.Future) and not task.done():
+                tasks.append(task)
+    return tasks
 
 
 @dataclass
