@@ -27,7 +27,7 @@ from avatar.v1 import session_pb2
 
 from bench.h2_client import H2Connection, grpc_message
 from bench.procstat import cpu_seconds
-from bench.ticks import PHASES, Ticker
+from bench.ticks import PHASES, Ticker, by_phase
 
 RATE = 16000
 CHUNK_BYTES = RATE // 50 * 2
@@ -76,13 +76,13 @@ async def generate_h2(port: int, streams: int, seconds: float, per_connection: i
     for conn, call in calls:
         conn.send(call, config)
         conn.flush()
-    groups = [calls[p::PHASES] for p in range(PHASES)]
-    group_conns = [list(dict.fromkeys(conn for conn, _ in group)) for group in groups]
+    phases = by_phase(calls)
     ticker = Ticker(int(seconds * 50), PHASES)
     async for _, phase in ticker.run():
-        for conn, call in groups[phase]:
+        group, used = phases[phase]
+        for conn, call in group:
             conn.send(call, chunk)
-        for conn in group_conns[phase]:
+        for conn in used:
             conn.flush()
     for conn, call in calls:
         conn.reset(call)

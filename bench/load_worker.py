@@ -31,7 +31,7 @@ from avatar.v1 import session_pb2
 
 from agent_client import AudioStream, AvatarGatewayClient, PlaybackFinished, StreamWarning
 from bench.h2_client import H2Connection, H2Stream, grpc_message
-from bench.ticks import PHASES, Ticker
+from bench.ticks import PHASES, Ticker, by_phase
 
 RATE = 16000
 CHUNK = RATE // 50  # 20 ms
@@ -115,19 +115,19 @@ async def run_h2(load: Load, counts: Counts) -> Ticker:
     pieces = [grpc_message(stream_pb.StreamAudioRequest(audio=stream_pb.AudioChunk(pcm=p)).SerializeToString())
               for p in speech_chunks()]
     end = grpc_message(stream_pb.StreamAudioRequest(segment_end=stream_pb.SegmentEnd()).SerializeToString())
-    groups = [calls[p::PHASES] for p in range(PHASES)]
-    group_conns = [list(dict.fromkeys(conn for conn, _ in group)) for group in groups]
+    phases = by_phase(calls)
 
     async def tick(n: int, phase: int) -> None:
         piece = pieces[n % len(pieces)]
         last = n % len(pieces) == len(pieces) - 1
-        for conn, stream in groups[phase]:
+        group, used = phases[phase]
+        for conn, stream in group:
             conn.send(stream, piece)
             if last:
                 conn.send(stream, end)
-        for conn in group_conns[phase]:
-            conn.flush()  # what a connection's streams wrote in this phase leaves in one write
-        counts.sent += len(groups[phase])
+        for conn in used:
+            conn.flush()
+        counts.sent += len(group)
 
     ticker = await _paced(load, counts, tick)
     for conn, stream in calls:

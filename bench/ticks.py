@@ -5,11 +5,22 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable
 from dataclasses import dataclass
+from typing import TypeVar
 
 PERIOD_S = 0.02  # one 20 ms audio chunk per stream per tick
 PHASES = 10  # the load generators' streams write in 10 groups, 2 ms apart
+
+C = TypeVar("C", bound=Hashable)
+S = TypeVar("S")
+
+
+def by_phase(calls: list[tuple[C, S]]) -> list[tuple[list[tuple[C, S]], list[C]]]:
+    """(connection, stream) pairs spread over the PHASES phases: per phase, its pairs and the connections they use
+    (each flushed once per phase, so what a connection's streams wrote in it leaves in one write)."""
+    groups = [calls[p::PHASES] for p in range(PHASES)]
+    return [(group, list(dict.fromkeys(conn for conn, _ in group))) for group in groups]
 
 
 @dataclass

@@ -75,6 +75,7 @@ class Peers:
                          ("grpc.min_reconnect_backoff_ms", 100),
                          ("grpc.max_reconnect_backoff_ms", 1000)]
         self._channels: dict[int, grpc.aio.Channel] = {}
+        self._stubs: dict[int, pb_grpc.AvatarProviderStub] = {}
 
     def channel(self, index: int) -> grpc.aio.Channel:
         """The channel to worker `index`."""
@@ -86,7 +87,10 @@ class Peers:
 
     def stub(self, index: int) -> pb_grpc.AvatarProviderStub:
         """The public service of worker `index`."""
-        return pb_grpc.AvatarProviderStub(self.channel(index))  # type: ignore[no-untyped-call]
+        stub = self._stubs.get(index)
+        if stub is None:
+            stub = self._stubs[index] = pb_grpc.AvatarProviderStub(self.channel(index))  # type: ignore[no-untyped-call]
+        return stub
 
     def others(self) -> list[int]:
         """Every worker index but this one."""
@@ -104,7 +108,7 @@ class Peers:
 
     async def aclose(self) -> None:
         """Close every channel."""
-        channels, self._channels = list(self._channels.values()), {}
+        channels, self._channels, self._stubs = list(self._channels.values()), {}, {}
         for channel in channels:
             await channel.close()
 

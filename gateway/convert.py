@@ -22,11 +22,16 @@ def audio_format_pb(fmt: PcmFormat) -> pb.AudioFormat:
     return pb.AudioFormat(sample_rate_hz=fmt.sample_rate, channels=fmt.channels, encoding=pb.AUDIO_ENCODING_PCM16LE)
 
 
+def epoch_ns(epoch_s: float) -> int:
+    """Seconds since the epoch as the integer nanoseconds a Timestamp holds."""
+    return round(epoch_s * 1e9)
+
+
 def _timestamp(epoch_s: float | None) -> timestamp_pb2.Timestamp | None:
     if epoch_s is None:
         return None
     t = timestamp_pb2.Timestamp()
-    t.FromNanoseconds(round(epoch_s * 1e9))
+    t.FromNanoseconds(epoch_ns(epoch_s))
     return t
 
 

@@ -14,7 +14,7 @@ from avatar.v1 import session_pb2 as pb_session
 
 from gateway import errors, paging, validation
 from gateway.config import Caller, GatewayConfig
-from gateway.convert import session_pb
+from gateway.convert import epoch_ns, session_pb
 from gateway.directory import Directory, Elsewhere, SoloDirectory, request_key, session_key
 from gateway.metrics import GatewayMetrics
 from gateway.session import TERMINAL, AvatarSession, EndReason, SessionEndedWhileStarting, SessionParams, State
@@ -117,11 +117,14 @@ class SessionManager:
                     f"this gateway runs at most {self.config.max_sessions} sessions", "TOO_MANY_SESSIONS",
                     "sessions", {"limit": str(self.config.max_sessions)})
             name = f"sessions/{params.session_id}"
+
+            def exists(_: int = 0) -> errors.GatewayError:
+                return errors.already_exists(f"session {name!r} already exists", "SESSION_EXISTS", name)
+
             if name not in self._sessions:
-                await self._claim(session_key(params.session_id), claimed, lambda _: errors.already_exists(
-                    f"session {name!r} already exists", "SESSION_EXISTS", name))
-            if name in self._sessions:
-                raise errors.already_exists(f"session {name!r} already exists", "SESSION_EXISTS", name)
+                await self._claim(session_key(params.session_id), claimed, exists)
+            if name in self._sessions:  # here already, or started by a twin while the directory answered
+                raise exists()
             if request_id and request_id in self._requests:
                 return await self._replay(caller, req, request_id, self._requests[request_id])
         except BaseException:
@@ -271,5 +274,5 @@ def _fingerprint(req: pb.StartSessionRequest) -> str:
 
 
 def _list_key(session: AvatarSession) -> paging.ListKey:
-    """The session's ListSessions position, as its Session message will carry it (gateway.convert)."""
-    return round(session.create_time * 1e9), session.name
+    """The session's ListSessions position, as its Session message carries it (paging.key_of)."""
+    return epoch_ns(session.create_time), session.name
