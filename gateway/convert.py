@@ -43,7 +43,7 @@ def video_pb(video: VideoSpec) -> pb.VideoFormat:
 def session_pb(s: AvatarSession) -> pb.Session:
     """A session's public view. Provider options are input-only and never echoed."""
     p = s.params
-    stats = s.ledger.stats
+    book, media = s.book.stats, s.stats
     msg = pb.Session(
         name=s.name,
         provider=p.provider,
@@ -60,12 +60,12 @@ def session_pb(s: AvatarSession) -> pb.Session:
         end_reason=int(s.end_reason),  # type: ignore[arg-type]
         end_detail=s.end_detail,
         stats=pb.SessionStats(
-            segments_opened=stats.opened,
-            segments_finished=stats.finished,
-            segments_interrupted=stats.interrupted,
-            samples_played=stats.samples_played,
-            video_frames=stats.video_frames,
-            underruns=stats.underruns,
+            segments_opened=book.opened,
+            segments_finished=book.finished,
+            segments_interrupted=book.interrupted,
+            samples_played=media.samples_played,
+            video_frames=media.video_frames,
+            underruns=book.underruns,
         ),
     )
     for field, value in (("create_time", s.create_time), ("start_time", s.start_time), ("end_time", s.end_time)):

@@ -7,8 +7,10 @@ from collections.abc import Mapping, Sequence
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
+from providers.base import ProviderError, ProviderFault
 
 DOMAIN = "avatar.v1"
 SESSION_TYPE = "avatar.v1/Session"
@@ -88,10 +90,14 @@ def failed_precondition(reason: str, message: str, *, subject: str, violation_ty
 def unavailable(message: str, reason: str, retry_after_s: float, metadata: Mapping[str, str] | None = None
                 ) -> GatewayError:
     """Try again later; RetryInfo says when."""
+    return GatewayError(grpc.StatusCode.UNAVAILABLE, message, reason, metadata=metadata,
+                        details=[_retry_info(retry_after_s)])
+
+
+def _retry_info(retry_after_s: float) -> error_details_pb2.RetryInfo:
     delay = duration_pb2.Duration()
     delay.FromNanoseconds(int(retry_after_s * 1e9))
-    retry = error_details_pb2.RetryInfo(retry_delay=delay)
-    return GatewayError(grpc.StatusCode.UNAVAILABLE, message, reason, metadata=metadata, details=[retry])
+    return error_details_pb2.RetryInfo(retry_delay=delay)
 
 
 def resource_exhausted(message: str, reason: str, subject: str, metadata: Mapping[str, str] | None = None
@@ -126,6 +132,26 @@ def already_exists(message: str, reason: str, name: str) -> GatewayError:
                         details=[info])
 
 
-def code_name(status: status_pb2.Status) -> str:
-    """Name of a google.rpc code, for logs."""
-    return str(code_pb2.Code.Name(status.code))
+def provider_failure(exc: ProviderError, provider: str) -> GatewayError:
+    """A provider's failure as the agent sees it: the status its fault calls for, ErrorInfo with the provider's
+    reason and metadata `provider`. A provider refusing the gateway's own credentials is INTERNAL, never
+    UNAUTHENTICATED (that would tell the agent its own call was refused)."""
+    meta = {"provider": provider}
+    fault = exc.fault
+    if fault is ProviderFault.BAD_REQUEST:
+        err = invalid_argument(exc.field, exc.message, exc.reason)
+        err.metadata.update(meta)
+        return err
+    if fault is ProviderFault.PRECONDITION:
+        return failed_precondition(exc.reason, exc.message, subject=f"providers/{provider}",
+                                   violation_type="PROVIDER_ACCOUNT", metadata=meta)
+    if fault is ProviderFault.UNAVAILABLE:
+        return unavailable(exc.message, exc.reason, exc.retry_after_s, meta)
+    if fault is ProviderFault.QUOTA:
+        err = resource_exhausted(exc.message, exc.reason, f"providers/{provider}", meta)
+        err.details.append(_retry_info(exc.retry_after_s))
+        return err
+    if fault is ProviderFault.AUTH:
+        return GatewayError(grpc.StatusCode.INTERNAL, f"provider {provider!r} refused this gateway's credentials; "
+                            "the gateway's operator must fix its configuration", exc.reason, metadata=meta)
+    return GatewayError(grpc.StatusCode.INTERNAL, "Internal error.", "INTERNAL", metadata=meta)

@@ -18,8 +18,8 @@ from gateway.config import GatewayConfig
 from gateway.interceptors import ErrorInterceptor
 from gateway.metrics import probe_loop_lag
 from gateway.service import AvatarProviderService
-from gateway.sessions import SessionManager
-from providers.registry import ProviderRegistry, default_registry
+from gateway.session_manager import SessionManager
+from providers.registry import ProviderRegistry, build_registry
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class GatewayServer:
             self._peers = Peers(cluster, config.max_message_bytes)
             self._directory = ClusterDirectory(cluster, self._peers)
         self.config = config
-        self.manager = SessionManager(config, registry or default_registry(), self._directory)
+        self.manager = SessionManager(config, registry or build_registry(), self._directory)
         self.service = AvatarProviderService(config, self.manager, self._peers)
         self.health = health.aio.HealthServicer()
         self._server = self._grpc_server(share_port=cluster is not None)

@@ -13,14 +13,14 @@ from avatar.v1 import avatar_provider_pb2 as pb
 from avatar.v1 import avatar_provider_pb2_grpc as pb_grpc
 
 from gateway import errors, paging
-from gateway.audio_stream import AudioStream, GoAwayEvent, validate_format
 from gateway.cluster import Peers
 from gateway.config import Caller, GatewayConfig
 from gateway.convert import provider_pb, session_pb
 from gateway.directory import Elsewhere
 from gateway.forwarding import Forwarder, is_forwarded
 from gateway.session import TERMINAL, State
-from gateway.sessions import SessionManager
+from gateway.session_manager import SessionManager
+from gateway.stream_audio_call import GoAwayEvent, StreamAudioCall, validate_format
 
 ANONYMOUS = Caller("anonymous")
 
@@ -34,7 +34,7 @@ class AvatarProviderService(pb_grpc.AvatarProviderServicer):
         self._config = config
         self._manager = manager
         self._peers = peers  # the other worker processes, if this is one of several
-        self._streams: set[AudioStream] = set()
+        self._streams: set[StreamAudioCall] = set()
         self._relays: set[asyncio.Task[Any]] = set()  # streaming calls being relayed to their owner
 
     def _forwarder(self, moved: Elsewhere, context: Ctx) -> Forwarder:
@@ -143,7 +143,7 @@ class AvatarProviderService(pb_grpc.AvatarProviderServicer):
             raise errors.failed_precondition(
                 "STREAM_ALREADY_OPEN", "another StreamAudio call is already open on this session",
                 subject=session.name, violation_type="SESSION_STREAM", metadata={"session": session.name})
-        stream = AudioStream(session, sink, fmt, max_buffered_s=self._config.max_buffered_s,
+        stream = StreamAudioCall(session, sink, fmt, max_buffered_s=self._config.max_buffered_s,
                              max_chunk_bytes=self._config.max_chunk_bytes, metrics=self._manager.metrics)
         self._streams.add(stream)
         try:

@@ -1,4 +1,4 @@
-"""One avatar session: its state machine, its provider session, its room publisher and its playback ledger.
+"""One avatar session: its state machine, its segment book and the media pipeline it is handed.
 
 States: STARTING -> ACTIVE -> ENDING -> ENDED, or -> FAILED from STARTING/ACTIVE/ENDING. Whatever path ends a
 session (EndSession, idle timeout, max duration, provider failure, room loss, shutdown, a failed start), `end()`
@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from providers.base import PcmFormat, ProviderAdapter, ProviderError, ProviderSession, SessionSpec, VideoSpec
-from providers.playback import PlaybackEvent, PlaybackFinished, PlaybackLedger
-from providers.room_publisher import RoomJoinError, RoomPublisher
+from providers.base import PcmFormat, ProviderError, ProviderFault, ProviderInfo, VideoSpec
+from providers.pipeline import MediaPipeline, PipelineStats
+from providers.room_connection import RoomJoinError
+from providers.segments import SegmentBook, SegmentEvent, SegmentFinished
 
 log = logging.getLogger(__name__)
 
@@ -93,23 +94,21 @@ class SessionEndedEvent:
 class AvatarSession:
     """A running (or ended) session. All methods run on the gateway's event loop."""
 
-    def __init__(self, params: SessionParams, adapter: ProviderAdapter, *, avatar_identity: str) -> None:
+    def __init__(self, params: SessionParams, provider: ProviderInfo, *, avatar_identity: str) -> None:
         self.params = params
         self.name = f"sessions/{params.session_id}"
         self.request_id = ""  # the StartSession idempotency key, if any
-        self.adapter = adapter
         self.avatar_identity = avatar_identity
-        self.provider_format: PcmFormat = adapter.info.audio_format
+        self.provider_format: PcmFormat = provider.audio_format
         self.state = State.STARTING
         self.end_reason = EndReason.NONE
         self.end_detail = ""
         self.create_time = time.time()
         self.start_time: float | None = None
         self.end_time: float | None = None
-        self.ledger = PlaybackLedger(self.provider_format.sample_rate, self._on_playback_event)
-        self.output_rate = self.provider_format.sample_rate
-        self._provider: ProviderSession | None = None
-        self._publisher: RoomPublisher | None = None
+        self.book = SegmentBook(self._on_segment_event)
+        self._pipeline: MediaPipeline | None = None
+        self._last_stats = PipelineStats()
         self._tasks: set[asyncio.Task[None]] = set()
         self._sink: StreamSink | None = None
         self._watchers: set[asyncio.Queue[None]] = set()
@@ -123,34 +122,21 @@ class AvatarSession:
         self._detached.set()
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
-    async def start(self, spec: SessionSpec, *, headless: bool, lead_ms: int, timeout_s: float) -> None:
-        """Start the provider, join and publish, wait for the first frame. On failure the session is FAILED,
-        fully released, and the error propagates."""
+    async def start(self, pipeline: MediaPipeline, *, timeout_s: float) -> None:
+        """Start the pipeline (provider, room), wait for the first frame. On failure the session is FAILED, fully
+        released, and the error propagates."""
+        self._pipeline = pipeline
         try:
             async with asyncio.timeout(timeout_s):
-                self._provider = await self.adapter.start(spec)
+                await pipeline.start()
                 self._check_starting()
-                self.provider_format = self._provider.input_format
-                self.output_rate = self._provider.output_format.sample_rate
-                self.ledger = PlaybackLedger(self.output_rate, self._on_playback_event)
-                self._publisher = RoomPublisher(
-                    audio=self._provider.output_format,
-                    video=self._provider.video,
-                    ledger=self.ledger,
-                    room=None if headless else spec.room,
-                    lead_ms=lead_ms,
-                    video_delay_ms=round(self.params.video_delay_s * 1000),
-                    clock_only=headless,
-                    on_disconnected=self._room_lost,
-                )
-                await self._publisher.start()
-                self._check_starting()
-                playout = self._spawn(self._run_playout(), "playout")
-                first_frame = self._publisher.first_frame
+                self.provider_format = pipeline.input_format
+                playout = self._spawn(self._run_playout(pipeline), "playout")
+                first_frame = pipeline.first_frame
                 await asyncio.wait((first_frame, playout), return_when=asyncio.FIRST_COMPLETED)
                 if not first_frame.done():
-                    raise self._playout_error or ProviderError("the provider stopped before its first frame",
-                                                               retryable=True)
+                    raise self._playout_error or ProviderError.unavailable(
+                        "the provider stopped before its first frame", "PROVIDER_STOPPED")
                 self._check_starting()
         except BaseException as exc:
             if self.state in TERMINAL:  # ended (e.g. shutdown) while starting: release what start created since
@@ -164,19 +150,26 @@ class AvatarSession:
         self._set_state(State.ACTIVE)
         self._spawn(self._run_timers(), "timers")
 
-    async def _run_playout(self) -> None:
-        assert self._provider is not None and self._publisher is not None
+    @property
+    def stats(self) -> PipelineStats:
+        """Media played so far (kept after the pipeline is released)."""
+        if self._pipeline is not None:
+            self._last_stats = self._pipeline.stats
+        return self._last_stats
+
+    async def _run_playout(self, pipeline: MediaPipeline) -> None:
         try:
-            await self._publisher.run(self._provider.frames())
+            await pipeline.run()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            reason = exc.reason if isinstance(exc, ProviderError) else "PLAYOUT_FAILED"
-            log.warning("session %s playout stopped: %s", self.name, reason)
-            self._playout_error = exc if isinstance(exc, ProviderError) else ProviderError(
-                "the provider's frames failed", retryable=True, reason=reason)
+            error = exc if isinstance(exc, ProviderError) else ProviderError.unavailable(
+                "the provider's media failed", "PLAYOUT_FAILED")
+            log.warning("session %s playout stopped: %s", self.name, error.reason)
+            self._playout_error = error
             if self.state is State.ACTIVE:  # while starting, start() reports it
-                self._spawn(self.end(EndReason.PROVIDER_ERROR, "the provider stopped: " + reason), "end")
+                self._spawn(self.end(EndReason.PROVIDER_ERROR, f"the provider stopped ({error.reason}): "
+                                     f"{_caller_safe(error)}"), "end")
 
     async def _run_timers(self) -> None:
         p = self.params
@@ -188,7 +181,7 @@ class AvatarSession:
                 self._spawn(self.end(EndReason.MAX_DURATION, f"max_duration {p.max_duration_s:g}s reached"), "end")
                 return
             if now >= idle_at:
-                if self.ledger.unfinished == 0:
+                if self.book.unfinished == 0:
                     self._spawn(self.end(EndReason.IDLE_TIMEOUT, f"no audio for {p.idle_timeout_s:g}s"), "end")
                     return
                 self._last_activity = now  # still playing out: not idle
@@ -199,7 +192,8 @@ class AvatarSession:
         if self.state is not State.STARTING:
             raise SessionEndedWhileStarting(self.end_detail or "the session ended while it was starting")
 
-    def _room_lost(self, reason: str) -> None:
+    def room_lost(self, reason: str) -> None:
+        """The avatar's room connection dropped (RoomConnection's on_lost)."""
         if self.state in TERMINAL or self.state is State.ENDING:
             return
         self._spawn(self.end(EndReason.ROOM_DISCONNECTED, f"the avatar left the room ({reason})"), "end")
@@ -222,10 +216,10 @@ class AvatarSession:
             log.info("session %s %s: %s", self.name, "failed" if failed else "ended", reason.name)
 
     async def _release(self) -> None:
-        if self._publisher is not None:
-            await self._publisher.interrupt()
-        else:
-            self.ledger.interrupt(0)
+        pipeline = self._pipeline
+        if pipeline is not None:
+            await pipeline.interrupt()
+        self.book.finish_open()  # whatever the pipeline did, every open segment is finished now
         if self._sink is not None:
             self._sink.events.put_nowait(SessionEndedEvent(self.end_reason, self.end_detail))
         current = asyncio.current_task()
@@ -235,15 +229,13 @@ class AvatarSession:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        provider, self._provider = self._provider, None
-        if provider is not None:
+        if pipeline is not None:
+            self._last_stats = pipeline.stats
+            self._pipeline = None
             try:
-                await provider.aclose()
+                await pipeline.aclose()
             except Exception:
-                log.exception("session %s: provider close failed", self.name)
-        publisher, self._publisher = self._publisher, None
-        if publisher is not None:
-            await publisher.aclose()
+                log.exception("session %s: pipeline close failed", self.name)
 
     async def wait_ended(self) -> None:
         """Until the session is terminal."""
@@ -283,6 +275,8 @@ class AvatarSession:
             return None
         self._sink = StreamSink()
         self._detached.clear()
+        if self._pipeline is not None:
+            self._pipeline.stream_attached(True)
         return self._sink
 
     def detach(self, sink: StreamSink) -> None:
@@ -290,6 +284,8 @@ class AvatarSession:
         if self._sink is sink:
             self._sink = None
             self._detached.set()
+            if self._pipeline is not None:
+                self._pipeline.stream_attached(False)
 
     async def wait_detached(self) -> None:
         """Until no audio stream is attached."""
@@ -301,42 +297,51 @@ class AvatarSession:
 
     async def wait_drained(self) -> None:
         """Until every open segment has finished (buffered speech played out or interrupted)."""
-        while self.ledger.unfinished and self.state not in TERMINAL:
+        while self.book.unfinished and self.state not in TERMINAL:
             self._drained.clear()
             await self._drained.wait()
 
-    def _on_playback_event(self, event: PlaybackEvent) -> None:
-        if isinstance(event, PlaybackFinished) and not self.ledger.unfinished:
+    def _on_segment_event(self, event: SegmentEvent) -> None:
+        if isinstance(event, SegmentFinished) and not self.book.unfinished:
             self._drained.set()
         if self._sink is not None:
             self._sink.events.put_nowait(event)
 
+    def open_segment(self) -> int:
+        """Open a segment in the book; returns its session-wide id."""
+        return self.book.open()
+
     async def push_audio(self, segment_id: int, pcm: np.ndarray) -> None:
         """Queue provider-format audio for a segment."""
-        if self._provider is None:
+        if self._pipeline is None:
             return
-        self.ledger.add_input(segment_id, pcm.size / self.provider_format.channels / self.provider_format.sample_rate)
-        await self._provider.push_audio(segment_id, pcm)
+        fmt = self.provider_format
+        self.book.add_input(segment_id, pcm.size / fmt.channels / fmt.sample_rate)
+        await self._pipeline.push_audio(segment_id, pcm)
 
     async def end_segment(self, segment_id: int) -> None:
         """The agent closed a segment."""
-        self.ledger.end_input(segment_id)
-        if self._provider is not None:
-            await self._provider.end_segment(segment_id)
+        self.book.end_input(segment_id)
+        if self._pipeline is not None:
+            await self._pipeline.end_segment(segment_id)
 
     async def interrupt(self) -> None:
         """Drop everything queued; every open segment finishes as interrupted."""
-        if self._provider is not None:
-            await self._provider.clear()
-        if self._publisher is not None:
-            await self._publisher.interrupt()
-        else:
-            self.ledger.interrupt(0)
+        if self._pipeline is not None:
+            await self._pipeline.interrupt()
+        self.book.finish_open()
+
+
+def _caller_safe(error: ProviderError) -> str:
+    """The part of a provider error a caller may see."""
+    if error.fault in (ProviderFault.AUTH, ProviderFault.INTERNAL):
+        return "see the gateway's log"
+    return error.message
 
 
 def _describe_start_failure(exc: BaseException) -> str:
     if isinstance(exc, ProviderError):
-        return f"the provider could not start: {exc}"
+        return f"the provider could not start ({exc.reason}): {_caller_safe(exc)}"
     if isinstance(exc, RoomJoinError):
         return str(exc)
     if isinstance(exc, TimeoutError):

@@ -124,8 +124,7 @@ def check_options(req: pb.StartSessionRequest, adapter: ProviderAdapter) -> None
     try:
         adapter.validate_options(req.avatar_id, req.provider_options)
     except OptionError as exc:
-        raise errors.invalid_argument(f"provider_options[{exc.option[:64]}]", str(exc),
-                                      "INVALID_PROVIDER_OPTION") from None
+        raise errors.invalid_argument(exc.field, str(exc), "INVALID_PROVIDER_OPTION") from None
 
 
 def check_session_id(session_id: str) -> str:

@@ -1,19 +1,26 @@
 """The adapter interface every avatar provider implements.
 
-A provider turns the agent's speech audio into avatar frames: video frames, each with exactly the audio that plays
-alongside it. The shared room publisher (`providers.room_publisher`) paces those frames into the LiveKit room and
-derives the playback events from what actually played out, so no provider touches LiveKit or does its own
-playback accounting.
+A framed provider turns the agent's speech audio into avatar frames: video frames, each with exactly the audio that
+plays alongside it (the mock renders them; a stream-pair provider such as Simli pairs the audio and video streams
+its vendor sends back). The shared room publisher (`providers.room_publisher`) paces those frames into the LiveKit
+room and derives the playback events from what actually played out, so no provider touches LiveKit or does its own
+playback accounting. How a session's media flows is its pipeline (`providers.pipeline`); an adapter picks its
+pipeline in `ProviderAdapter.pipeline`.
 """
 
 from __future__ import annotations
 
+import enum
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from livekit import rtc
+
+if TYPE_CHECKING:
+    from providers.pipeline import MediaPipeline, PipelineParts
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +82,8 @@ class AvatarFrame:
 
     `audio` is int16 interleaved at the session's output format. Its first `segment_samples` samples per channel
     belong to segment `segment_id` (0 = no segment: idle); the rest is silence. `segment_done` marks the frame that
-    carries the segment's last audio (or, for an empty segment, its only mark).
+    carries the segment's last audio (or, for an empty segment, its only mark); with `segment_cut` the segment was
+    cut short by the provider and finishes interrupted.
     """
 
     video: rtc.VideoFrame
@@ -84,30 +92,85 @@ class AvatarFrame:
     segment_samples: int = 0
     segment_done: bool = False
     underrun: bool = False
+    segment_cut: bool = False
+
+
+class ProviderFault(enum.Enum):
+    """What kind of failure a provider error is; it decides the status the agent gets."""
+
+    BAD_REQUEST = enum.auto()  # the provider refused what the agent asked for (an unknown face id): INVALID_ARGUMENT
+    PRECONDITION = enum.auto()  # the provider account cannot serve (billing): FAILED_PRECONDITION
+    AUTH = enum.auto()  # the provider refused the gateway's own credentials: INTERNAL, reason PROVIDER_AUTH_FAILED
+    UNAVAILABLE = enum.auto()  # outage, timeout, network: UNAVAILABLE with RetryInfo
+    QUOTA = enum.auto()  # the provider's concurrency or rate limit: RESOURCE_EXHAUSTED with RetryInfo
+    INTERNAL = enum.auto()  # anything else: INTERNAL "Internal error."
 
 
 class ProviderError(Exception):
-    """A provider failed. `retryable` tells the caller whether trying again may help.
+    """A provider failed. `fault` decides the gRPC status, `reason` is the ErrorInfo reason.
 
-    The message must never contain credentials; it may be shown to the caller.
+    The message must never contain credentials; for BAD_REQUEST, PRECONDITION, UNAVAILABLE and QUOTA it is shown to
+    the caller (and in Session.end_detail), for AUTH and INTERNAL it is only logged.
     """
 
-    def __init__(self, message: str, *, retryable: bool, reason: str = "PROVIDER_ERROR") -> None:
+    def __init__(self, message: str, *, fault: ProviderFault, reason: str = "PROVIDER_ERROR",
+                 retry_after_s: float = 2.0, field: str = "avatar_id") -> None:
         super().__init__(message)
-        self.retryable = retryable
+        self.message = message
+        self.fault = fault
         self.reason = reason
+        self.retry_after_s = retry_after_s
+        self.field = field  # the request field a BAD_REQUEST names
+
+    @property
+    def retryable(self) -> bool:
+        """Whether trying again later may help."""
+        return self.fault in (ProviderFault.UNAVAILABLE, ProviderFault.QUOTA)
+
+    @classmethod
+    def unavailable(cls, message: str, reason: str = "PROVIDER_UNAVAILABLE", retry_after_s: float = 2.0
+                    ) -> ProviderError:
+        """Outage, timeout, network failure."""
+        return cls(message, fault=ProviderFault.UNAVAILABLE, reason=reason, retry_after_s=retry_after_s)
+
+    @classmethod
+    def bad_request(cls, message: str, reason: str, field: str = "avatar_id") -> ProviderError:
+        """The provider refused the request's `field`."""
+        return cls(message, fault=ProviderFault.BAD_REQUEST, reason=reason, field=field)
+
+    @classmethod
+    def precondition(cls, message: str, reason: str) -> ProviderError:
+        """The provider account cannot serve now (billing, account state)."""
+        return cls(message, fault=ProviderFault.PRECONDITION, reason=reason)
+
+    @classmethod
+    def auth(cls, message: str) -> ProviderError:
+        """The provider refused the gateway's credentials."""
+        return cls(message, fault=ProviderFault.AUTH, reason="PROVIDER_AUTH_FAILED")
+
+    @classmethod
+    def quota(cls, message: str, reason: str, retry_after_s: float = 5.0) -> ProviderError:
+        """A provider-side limit."""
+        return cls(message, fault=ProviderFault.QUOTA, reason=reason, retry_after_s=retry_after_s)
+
+    @classmethod
+    def internal(cls, message: str, reason: str = "PROVIDER_ERROR") -> ProviderError:
+        """Anything else."""
+        return cls(message, fault=ProviderFault.INTERNAL, reason=reason)
 
 
 class OptionError(ValueError):
-    """A provider option is invalid. `option` names the offending key."""
+    """A provider option is invalid. `option` names the offending key; `field` the request field, when the problem
+    is not in provider_options (for example avatar_id)."""
 
-    def __init__(self, option: str, message: str) -> None:
+    def __init__(self, option: str, message: str, *, field: str = "") -> None:
         super().__init__(message)
         self.option = option
+        self.field = field or f"provider_options[{option[:64]}]"
 
 
 class ProviderSession(ABC):
-    """One running provider session."""
+    """One running framed provider session."""
 
     @property
     @abstractmethod
@@ -143,6 +206,9 @@ class ProviderSession(ABC):
         Ends only when the session is closed or fails (then it raises ProviderError).
         """
 
+    def stream_attached(self, attached: bool) -> None:  # noqa: B027
+        """An agent's audio stream was attached to (True) or detached from (False) the session."""
+
     @abstractmethod
     async def aclose(self) -> None:
         """Stop the provider session and release everything. Idempotent."""
@@ -172,3 +238,9 @@ class ProviderAdapter(ABC):
     @abstractmethod
     async def start(self, spec: SessionSpec) -> ProviderSession:
         """Start a provider session; raise ProviderError if the provider cannot."""
+
+    def pipeline(self, parts: PipelineParts) -> MediaPipeline:
+        """The pipeline a session of this provider runs. Default: frames from `start` published by the gateway."""
+        from providers.pipeline import PublishedPipeline
+
+        return PublishedPipeline(self, parts)

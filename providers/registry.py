@@ -1,8 +1,9 @@
-"""Provider adapters by name."""
+"""Provider adapters by name, and the registry a gateway builds from its configuration."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import os
+from collections.abc import Iterable, Iterator, Mapping
 
 from providers.base import ProviderAdapter
 
@@ -30,8 +31,10 @@ class ProviderRegistry:
         return iter(self._adapters.values())
 
 
-def default_registry() -> ProviderRegistry:
-    """Every provider this gateway ships."""
-    from providers.mock.provider import MockProvider
+def build_registry(env: Mapping[str, str] | None = None) -> ProviderRegistry:
+    """Every provider this gateway ships, each enabled or disabled by its settings in `env` (default: the process
+    environment). A disabled provider's own modules are never imported."""
+    from providers import mock, simli
 
-    return ProviderRegistry([MockProvider()])
+    env = os.environ if env is None else env
+    return ProviderRegistry([mock.adapter_from_env(env), simli.adapter_from_env(env)])

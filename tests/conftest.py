@@ -13,7 +13,7 @@ import pytest
 from agent_client import AvatarGatewayClient
 from gateway.config import GatewayConfig
 from gateway.server import GatewayServer
-from providers.registry import ProviderRegistry
+from providers.registry import ProviderRegistry, build_registry
 
 SPEECH_RATE = 16000
 
@@ -43,6 +43,8 @@ async def make_gateway() -> AsyncIterator[Callable[..., object]]:
 
     async def start(registry: ProviderRegistry | None = None, **overrides: object) -> GatewayServer:
         base = GatewayConfig(listen="127.0.0.1:0", headless=True, shutdown_grace_s=0.0)
+        # the providers as a machine with no provider settings has them (the developer's own keys play no part)
+        registry = registry or build_registry({})
         server = GatewayServer(dataclasses.replace(base, **overrides), registry)  # type: ignore[arg-type]
         await server.start()
         servers.append(server)

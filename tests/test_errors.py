@@ -42,11 +42,11 @@ from agent_client import (
     StreamWarning,
 )
 from agent_client.errors import from_rpc_error
-from gateway.audio_stream import AudioStream as GatewayAudioStream
 from gateway.config import parse_api_keys
 from gateway.server import GatewayServer
 from gateway.service import ANONYMOUS
 from gateway.session import State
+from gateway.stream_audio_call import StreamAudioCall
 from providers.base import AvatarFrame, ProviderError, ProviderSession, SessionSpec
 from providers.mock.provider import MOCK_INFO, MockProvider, MockSession
 from providers.registry import ProviderRegistry
@@ -453,7 +453,8 @@ async def test_authorization_header_needs_bearer_scheme(make_gateway: MakeGatewa
         conn.metadata = (("authorization", "k1"),)
         UNAUTHENTICATED.check(await failure(conn.call("ListProviders", pb.ListProvidersRequest())))
         conn.metadata = (("authorization", "Bearer k1"),)
-        assert [p.name for p in (await conn.call("ListProviders", pb.ListProvidersRequest())).providers] == ["mock"]
+        listed = await conn.call("ListProviders", pb.ListProvidersRequest())
+        assert [p.name for p in listed.providers] == ["mock", "simli"]
 
 
 @pytest.mark.parametrize("provider", ["other", "nope", ""])
@@ -863,7 +864,7 @@ async def test_retry_with_same_request_id_starts_nothing_new(make_gateway: MakeG
 
 
 async def test_failed_start_frees_its_request_id(make_gateway: MakeGateway) -> None:
-    flaky = TestProvider("flaky", failures=[ProviderError("upstream 503", retryable=True)])
+    flaky = TestProvider("flaky", failures=[ProviderError.unavailable("upstream 503", "PROVIDER_ERROR")])
     server = await gateway_with(make_gateway, flaky)
     async with Conn(server) as conn:
         request = start_request(provider="flaky", request_id=str(uuid.uuid4()), session_id="flaky-one")
@@ -904,9 +905,8 @@ class KeyLeak(KeyError):
 @pytest.mark.parametrize("failure_exc", [
     RuntimeError(f"connect to https://api.example?key={SECRET} failed"),
     KeyLeak(SECRET),
-    # a ProviderError's text is caller-safe by contract (it shows in Session.end_detail), but a non-retryable one
-    # (e.g. the provider rejected the gateway's own credentials) is still INTERNAL with no text of its own
-    ProviderError(f"provider said 401 {SECRET}", retryable=False, reason="PROVIDER_AUTH"),
+    # a provider error of no known class is INTERNAL with no text of its own, and its text stays in the log
+    ProviderError.internal(f"provider said 500 {SECRET}"),
 ], ids=["unexpected-exception", "key-error", "non-retryable-provider-error"])
 async def test_internal_error_leaks_nothing(make_gateway: MakeGateway, failure_exc: BaseException) -> None:
     broken = TestProvider("broken", failures=[failure_exc])
@@ -926,8 +926,7 @@ async def test_internal_error_leaks_nothing(make_gateway: MakeGateway, failure_e
         assert all(SECRET not in repr(d) for d in err.details)
         got = await conn.client.get_session("sessions/broken-one")
         assert (got.state, got.end_reason) == (FAILED, session_pb2.END_REASON_START_FAILED)
-        if not isinstance(failure_exc, ProviderError):
-            assert SECRET not in got.end_detail
+        assert SECRET not in got.end_detail
         await conn.start("after")  # the gateway still serves
 
 
@@ -946,8 +945,8 @@ async def test_internal_error_in_a_stream_leaks_nothing(make_gateway: MakeGatewa
 
 
 async def test_provider_unavailable(make_gateway: MakeGateway) -> None:
-    down = TestProvider("down", failures=[ProviderError("the provider is over capacity", retryable=True,
-                                                        reason="PROVIDER_OVERLOADED")])
+    down = TestProvider("down", failures=[ProviderError.unavailable("the provider is over capacity",
+                                                                    "PROVIDER_OVERLOADED")])
     server = await gateway_with(make_gateway, down)
     async with Conn(server) as conn:
         err = await failure(conn.call("StartSession", start_request(provider="down")))
@@ -1001,16 +1000,16 @@ async def test_stream_cancelled_while_ready_is_written(client: AvatarGatewayClie
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A stream that dies before its ready is sent must not keep the session's audio slot: the next stream on the
     session is served, not refused with STREAM_ALREADY_OPEN."""
-    original = GatewayAudioStream.run
+    original = StreamAudioCall.run
     writing, cancelled = asyncio.Event(), asyncio.Event()
 
-    async def run_once(self: GatewayAudioStream, requests: AsyncIterator[Req], context: Any) -> None:
-        monkeypatch.setattr(GatewayAudioStream, "run", original)
+    async def run_once(self: StreamAudioCall, requests: AsyncIterator[Req], context: Any) -> None:
+        monkeypatch.setattr(StreamAudioCall, "run", original)
         await original(self, requests, _GoneBeforeReady(context, writing, cancelled))
 
     async with Conn(gateway) as conn:
         b = await conn.start("b-session")
-        monkeypatch.setattr(GatewayAudioStream, "run", run_once)
+        monkeypatch.setattr(StreamAudioCall, "run", run_once)
         call = conn.stub.StreamAudio(timeout=WAIT)
         await call.write(cfg(b))
         async with asyncio.timeout(WAIT):
@@ -1053,7 +1052,7 @@ class _NoFramesProvider(TestProvider):
 
 class _NoFrames(MockSession):
     async def frames(self) -> AsyncIterator[AvatarFrame]:
-        raise ProviderError("the render node went away", retryable=True, reason="RENDER_NODE_LOST")
+        raise ProviderError.unavailable("the render node went away", "RENDER_NODE_LOST")
         yield  # an async generator
 
 

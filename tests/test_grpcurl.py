@@ -150,11 +150,23 @@ async def test_health(gateway: GatewayServer) -> None:
 
 async def test_list_providers(gateway: GatewayServer) -> None:
     [resp] = ok(await grpcurl(gateway.port, f"{SERVICE}/ListProviders")).messages()
-    [mock] = resp["providers"]
+    mock, simli = resp["providers"]
     assert mock["name"] == "mock"
     assert mock["enabled"] is True
     assert mock["audio_format"]["sample_rate_hz"] == 24000
     assert mock["default_video"] == {"width": 640, "height": 480, "fps": 30}
+    assert simli["name"] == "simli"
+    assert simli.get("enabled", False) is False
+    assert simli["disabled_reason"] == "SIMLI_API_KEY is not set"
+    assert simli["audio_format"]["sample_rate_hz"] == 16000
+
+
+async def test_disabled_provider_is_refused_with_its_reason(gateway: GatewayServer) -> None:
+    data = json.dumps({"provider": "simli", "room": {"roomName": "r", "agentIdentity": "a"}})
+    run = await grpcurl(gateway.port, f"{SERVICE}/StartSession", data=data)
+    assert run.code == STATUS_OFFSET + FAILED_PRECONDITION, run
+    assert "PROVIDER_DISABLED" in run.err and "SIMLI_API_KEY is not set" in run.err
+    assert '"provider":"simli"' in run.err.replace(' ', '')
 
 
 async def test_session_lifecycle(gateway: GatewayServer) -> None:

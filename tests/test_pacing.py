@@ -15,8 +15,9 @@ import pytest
 
 from providers.base import VideoSpec
 from providers.mock.provider import MOCK_INFO, MockSession
-from providers.playback import PlaybackEvent, PlaybackFinished, PlaybackLedger
+from providers.playout import PlayoutTracker
 from providers.room_publisher import RoomPublisher
+from providers.segments import SegmentBook, SegmentEvent, SegmentFinished
 
 SECONDS = 60
 
@@ -25,26 +26,27 @@ async def play_one_segment(fps: int) -> tuple[int, int, int, float, float, float
     """(frames, video frames released, samples pushed, segment position s, sync audio end, sync last video)."""
     rate = MOCK_INFO.audio_format.sample_rate
     finished = asyncio.Event()
-    positions: list[int] = []
+    positions: list[float] = []
 
-    def on_event(ev: PlaybackEvent) -> None:
-        if isinstance(ev, PlaybackFinished):
-            positions.append(ev.position)
+    def on_event(ev: SegmentEvent) -> None:
+        if isinstance(ev, SegmentFinished):
+            positions.append(ev.position_s)
             finished.set()
 
-    ledger = PlaybackLedger(rate, on_event)
+    book = SegmentBook(on_event)
+    tracker = PlayoutTracker(book, rate)
     session = MockSession(VideoSpec(640, 480, fps))
-    publisher = RoomPublisher(audio=session.output_format, video=session.video, ledger=ledger, room=None)
+    publisher = RoomPublisher(audio=session.output_format, video=session.video, tracker=tracker, connection=None)
     await publisher.start()
     runner = asyncio.create_task(publisher.run(session.frames()))
     try:
-        seg = ledger.open_segment()
+        seg = book.open()
         t = np.arange(SECONDS * rate) / rate
         audio = (np.sin(2 * np.pi * 150 * t) * (0.5 - 0.5 * np.cos(2 * np.pi * 3 * t)) * 8000).astype(np.int16)
         for i in range(0, audio.size, rate // 50):
             await session.push_audio(seg, audio[i : i + rate // 50])
         await session.end_segment(seg)
-        ledger.end_input(seg)
+        book.end_input(seg)
         async with asyncio.timeout(SECONDS * 3):
             await finished.wait()
         runner.cancel()
@@ -54,7 +56,7 @@ async def play_one_segment(fps: int) -> tuple[int, int, int, float, float, float
         assert sync is not None
         async with asyncio.timeout(10):
             await sync.wait_for_playout()
-        return (ledger.stats.video_frames, publisher.videos_released, ledger.pushed, positions[0] / rate,
+        return (tracker.stats.video_frames, publisher.videos_released, tracker.pushed, positions[0],
                 sync.last_audio_time, sync.last_video_time)
     finally:
         runner.cancel()
@@ -66,7 +68,7 @@ async def test_sixty_seconds_of_audio_keep_exact_frame_cadence() -> None:
     rate = MOCK_INFO.audio_format.sample_rate
     results = await asyncio.gather(play_one_segment(30), play_one_segment(29))
     for fps, (frames, released, samples, position, audio_end, last_video) in zip((30, 29), results, strict=True):
-        assert position == SECONDS, "the whole segment was heard"
+        assert position == pytest.approx(SECONDS, abs=1e-9), "the whole segment was heard"
         assert frames >= SECONDS * fps
         # frames per second of audio == fps, exactly, however many frames
         assert samples == frames * rate // fps

@@ -167,7 +167,7 @@ async def test_cancel_stops_now_and_still_accounts(gateway: GatewayServer, clien
         await session.wait_detached()
     opened, finished, interrupted = await stats(client, name)
     assert (opened, finished, interrupted) == (1, 1, 1)
-    assert session.ledger.unfinished == 0
+    assert session.book.unfinished == 0
     # nothing of the cancelled stream is still queued: a new stream starts clean with segment 1
     async with client.stream_audio(name, sample_rate=16000) as again:
         await send_speech(again, 0.2)

@@ -25,7 +25,7 @@ from gateway.metrics import ArrivalClock, GatewayMetrics
 from gateway.resample import Resampler
 from gateway.session import AvatarSession, SessionEndedEvent, State, StreamSink
 from providers.base import PcmFormat
-from providers.playback import PlaybackFinished, PlaybackStarted, PlaybackUnderrun
+from providers.segments import SegmentFinished, SegmentStarted, SegmentUnderrun
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def validate_format(fmt: session_pb2.AudioFormat) -> PcmFormat:
     return PcmFormat(fmt.sample_rate_hz, fmt.channels)
 
 
-class AudioStream:
+class StreamAudioCall:
     """One StreamAudio call bound to one session."""
 
     def __init__(self, session: AvatarSession, sink: StreamSink, fmt: PcmFormat, *, max_buffered_s: float,
@@ -74,9 +74,9 @@ class AudioStream:
         self._max_buffered_s = max_buffered_s
         self._max_chunk = max_chunk_bytes
         self._frame_bytes = 2 * fmt.channels
-        self._local: dict[int, int] = {}  # ledger segment id -> stream segment id
+        self._local: dict[int, int] = {}  # session segment id -> stream segment id
         self._unfinished: set[int] = set()
-        self._current: int | None = None  # open segment (ledger id)
+        self._current: int | None = None  # open segment (session id)
         self._resampler: Resampler | None = None
         self._count = 0
         self._arrival = ArrivalClock()
@@ -138,7 +138,7 @@ class AudioStream:
                                                      "clear_buffer", "EMPTY_REQUEST")
 
     def _open(self) -> int:
-        seg = self.session.ledger.open_segment()
+        seg = self.session.open_segment()
         self._count += 1
         self._local[seg] = self._count
         self._unfinished.add(seg)
@@ -158,7 +158,7 @@ class AudioStream:
         self.session.touch()
         if not pcm:
             return
-        buffered = self.session.ledger.buffered_seconds()
+        buffered = self.session.book.buffered_seconds()
         if buffered > self._max_buffered_s:
             raise errors.resource_exhausted(
                 f"{buffered:.1f}s of audio is already queued ahead of playout (limit {self._max_buffered_s:g}s)",
@@ -239,7 +239,7 @@ class AudioStream:
     ) -> None:
         while not self._sink.events.empty():
             item = self._sink.events.get_nowait()
-            if isinstance(item, (PlaybackStarted, PlaybackFinished, PlaybackUnderrun)):
+            if isinstance(item, (SegmentStarted, SegmentFinished, SegmentUnderrun)):
                 resp = self._response(item)
                 if resp is not None:
                     await context.write(resp)
@@ -250,20 +250,20 @@ class AudioStream:
     def _response(self, item: object) -> pb.StreamAudioResponse | None:
         if isinstance(item, GoAwayEvent):
             return pb.StreamAudioResponse(go_away=pb.GoAway(time_left=duration(item.time_left_s)))
-        if not isinstance(item, (PlaybackStarted, PlaybackFinished, PlaybackUnderrun)):
+        if not isinstance(item, (SegmentStarted, SegmentFinished, SegmentUnderrun)):
             return None
         local = self._local.get(item.segment_id)
         if local is None:
             return None
-        if isinstance(item, PlaybackStarted):
+        if isinstance(item, SegmentStarted):
             return pb.StreamAudioResponse(playback_started=pb.PlaybackStarted(segment_id=local))
-        if isinstance(item, PlaybackUnderrun):
+        if isinstance(item, SegmentUnderrun):
             return pb.StreamAudioResponse(warning=pb.StreamWarning(
                 reason="PLAYOUT_UNDERRUN",
                 message=f"segment {local}: audio arrived slower than real time; silence was inserted"))
         self._unfinished.discard(item.segment_id)
         return pb.StreamAudioResponse(playback_finished=pb.PlaybackFinished(
             segment_id=local,
-            playback_position=duration(item.position / self.session.output_rate),
+            playback_position=duration(item.position_s),
             interrupted=item.interrupted,
         ))

@@ -20,8 +20,9 @@ from gateway.metrics import GatewayMetrics
 from gateway.session import TERMINAL, AvatarSession, EndReason, SessionEndedWhileStarting, SessionParams, State
 from gateway.tokens import avatar_identity, mint_avatar_token
 from providers.base import ProviderAdapter, ProviderError, RoomSpec, SessionSpec
+from providers.pipeline import PipelineParts
 from providers.registry import ProviderRegistry
-from providers.room_publisher import RoomJoinError
+from providers.room_connection import RoomConnection, RoomJoinError
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +132,8 @@ class SessionManager:
             for key in claimed:
                 self.directory.release(key)
             raise
-        session = AvatarSession(params, adapter, avatar_identity=avatar_identity(adapter.info.name,
-                                                                                   params.session_id))
+        session = AvatarSession(params, adapter.info, avatar_identity=avatar_identity(adapter.info.name,
+                                                                                        params.session_id))
         self._sessions[name] = session
         future: asyncio.Future[AvatarSession] = asyncio.get_running_loop().create_future()
         if request_id:
@@ -152,7 +153,10 @@ class SessionManager:
             future.set_exception(exc)
             future.exception()  # retrieved: retries waiting on it re-raise it themselves
             self._remember_ended(session)
-            raise self._start_error(exc) from None
+            if isinstance(exc, ProviderError):
+                log.warning("session %s: provider %s failed to start: %s (%s)", session.name, adapter.info.name,
+                            exc.reason, exc.message)
+            raise self._start_error(exc, adapter.info.name) from None
         future.set_result(session)
         session_ended = asyncio.ensure_future(session.wait_ended())
         session_ended.add_done_callback(lambda _: self._remember_ended(session))
@@ -173,7 +177,7 @@ class SessionManager:
         try:
             return await asyncio.shield(pending.future)
         except Exception as exc:
-            raise self._start_error(exc) from None
+            raise self._start_error(exc, req.provider) from None
 
     def _validate(self, caller: Caller, req: pb.StartSessionRequest, adapter: ProviderAdapter) -> SessionParams:
         url = validation.check_room(req, self.config)
@@ -211,17 +215,18 @@ class SessionManager:
                         avatar_identity=session.avatar_identity, token=token)
         spec = SessionSpec(session_id=params.session_id, avatar_id=params.avatar_id, options=params.provider_options,
                            video=params.video, room=room)
+        connection = None if p.headless else RoomConnection(room, on_lost=session.room_lost)
+        pipeline = adapter.pipeline(PipelineParts(spec, session.book, connection, lead_ms=p.lead_ms,
+                                                  video_delay_ms=round(params.video_delay_s * 1000)))
         log.info("session %s starting: provider=%s room=%s", session.name, params.provider, params.room_name)
-        await session.start(spec, headless=p.headless, lead_ms=p.lead_ms, timeout_s=p.start_timeout_s)
+        await session.start(pipeline, timeout_s=p.start_timeout_s)
         log.info("session %s active", session.name)
 
-    def _start_error(self, exc: BaseException) -> BaseException:
+    def _start_error(self, exc: BaseException, provider: str) -> BaseException:
         if isinstance(exc, errors.GatewayError | asyncio.CancelledError):
             return exc
         if isinstance(exc, ProviderError):
-            if exc.retryable:
-                return errors.unavailable(str(exc), exc.reason, 2.0)
-            return errors.internal()
+            return errors.provider_failure(exc, provider)
         if isinstance(exc, RoomJoinError):
             return errors.unavailable(str(exc), "ROOM_JOIN_FAILED", 2.0)
         if isinstance(exc, TimeoutError):
