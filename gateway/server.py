@@ -28,7 +28,7 @@ SERVICE_NAME = avatar_provider_pb2.DESCRIPTOR.services_by_name["AvatarProvider"]
 
 
 def server_options(config: GatewayConfig, *, share_port: bool = False) -> list[tuple[str, int]]:
-    """Keepalive and message-size settings (see grpc-api.md: misspelled keys are silently ignored)."""
+    """Keepalive and message-size settings. gRPC silently ignores a misspelled option key: keep these exact."""
     return [
         # one process alone must not silently share a port another gateway already serves (gRPC's default is to
         # allow it); the workers of one gateway do share theirs

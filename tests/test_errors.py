@@ -1,4 +1,4 @@
-"""The error model, case by case (grpc-api.md error table): every bad input gets its gRPC code AND its google.rpc
+"""The error model, case by case (README, "Errors"): every bad input gets its gRPC code AND its google.rpc
 details (ErrorInfo with domain "avatar.v1" and a reason, plus BadRequest / ResourceInfo / RetryInfo / QuotaFailure /
 PreconditionFailure as fits), unexpected failures become INTERNAL "Internal error." with nothing leaked, and after
 every bad StreamAudio input the gateway keeps serving: another session streaming at the same time plays out

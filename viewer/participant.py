@@ -144,14 +144,6 @@ class Viewer:
             if self.recorder is not None:
                 await asyncio.to_thread(self.recorder.audio, now - samples.size / AUDIO_RATE, samples)
 
-    def audio_level_since(self, t: float) -> float:
-        """Loudest audio level received after time t."""
-        return max((lv for at, lv in self.rx.audio if at >= t), default=0.0)
-
-    def opening_since(self, t: float) -> float:
-        """Widest mouth opening received after time t."""
-        return max((v.opening for v in self.rx.video if v.t >= t), default=0.0)
-
     async def aclose(self) -> None:
         """Stop receiving and leave."""
         for stream in self._streams:
