@@ -118,37 +118,47 @@ class AvatarSession:
         self._started_mono = time.monotonic()
         self._drained = asyncio.Event()
         self._playout_error: ProviderError | None = None
+        self._start_step: asyncio.Task[None] | None = None
         self._detached = asyncio.Event()
         self._detached.set()
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     async def start(self, pipeline: MediaPipeline, *, timeout_s: float) -> None:
         """Start the pipeline (provider, room), wait for the first frame. On failure the session is FAILED, fully
-        released, and the error propagates."""
+        released, and the error propagates. `end()` while starting cancels the start (SessionEndedWhileStarting)."""
         self._pipeline = pipeline
+        step = asyncio.get_running_loop().create_task(self._start_pipeline(pipeline), name="start")
+        self._start_step = step
         try:
-            async with asyncio.timeout(timeout_s):
-                await pipeline.start()
-                self._check_starting()
-                self.provider_format = pipeline.input_format
-                playout = self._spawn(self._run_playout(pipeline), "playout")
-                first_frame = pipeline.first_frame
-                await asyncio.wait((first_frame, playout), return_when=asyncio.FIRST_COMPLETED)
-                if not first_frame.done():
-                    raise self._playout_error or ProviderError.unavailable(
-                        "the provider stopped before its first frame", "PROVIDER_STOPPED")
-                self._check_starting()
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await step
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self.state is not State.STARTING and (task is None or not task.cancelling()):
+                    raise SessionEndedWhileStarting(self.end_detail or "the session ended while it was starting"
+                                                    ) from None
+                raise
         except BaseException as exc:
-            if self.state in TERMINAL:  # ended (e.g. shutdown) while starting: release what start created since
-                await self._release()
-            else:
+            if self.state is State.STARTING:
                 await self.end(EndReason.START_FAILED, _describe_start_failure(exc))
-            raise
+            raise  # ended while starting: whoever ended it released everything
+        self._start_step = None
         self.start_time = time.time()
         self._started_mono = time.monotonic()
         self._last_activity = time.monotonic()
         self._set_state(State.ACTIVE)
         self._spawn(self._run_timers(), "timers")
+
+    async def _start_pipeline(self, pipeline: MediaPipeline) -> None:
+        await pipeline.start()
+        self.provider_format = pipeline.input_format
+        playout = self._spawn(self._run_playout(pipeline), "playout")
+        first_frame = pipeline.first_frame
+        await asyncio.wait((first_frame, playout), return_when=asyncio.FIRST_COMPLETED)
+        if not first_frame.done():
+            raise self._playout_error or ProviderError.unavailable("the provider stopped before its first frame",
+                                                                   "PROVIDER_STOPPED")
 
     @property
     def stats(self) -> PipelineStats:
@@ -188,10 +198,6 @@ class AvatarSession:
                 continue
             await asyncio.sleep(min(max_at, idle_at) - now)
 
-    def _check_starting(self) -> None:
-        if self.state is not State.STARTING:
-            raise SessionEndedWhileStarting(self.end_detail or "the session ended while it was starting")
-
     def room_lost(self, reason: str) -> None:
         """The avatar's room connection dropped (RoomConnection's on_lost)."""
         if self.state in TERMINAL or self.state is State.ENDING:
@@ -205,6 +211,10 @@ class AvatarSession:
                 return
             self.end_reason, self.end_detail = reason, detail
             self._set_state(State.ENDING)
+            step, self._start_step = self._start_step, None
+            if step is not None and step is not asyncio.current_task() and not step.done():
+                step.cancel()  # the start stops wherever it is; what it made is released below
+                await asyncio.wait([step])
             try:
                 await self._release()
             except Exception:

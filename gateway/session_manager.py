@@ -17,7 +17,7 @@ from gateway.config import Caller, GatewayConfig
 from gateway.convert import epoch_ns, session_pb
 from gateway.directory import Directory, Elsewhere, SoloDirectory, request_key, session_key
 from gateway.metrics import GatewayMetrics
-from gateway.session import TERMINAL, AvatarSession, EndReason, SessionEndedWhileStarting, SessionParams, State
+from gateway.session import TERMINAL, AvatarSession, EndReason, SessionEndedWhileStarting, SessionParams
 from gateway.tokens import avatar_identity, mint_avatar_token
 from providers.base import ProviderAdapter, ProviderError, RoomSpec, SessionSpec
 from providers.pipeline import PipelineParts
@@ -252,9 +252,6 @@ class SessionManager:
     async def end(self, caller: Caller, name: str) -> AvatarSession:
         """EndSession: idempotent; returns the terminal session."""
         session = await self.locate(caller, name)
-        if session.state is State.STARTING:
-            raise errors.failed_precondition("SESSION_STARTING", "the session is still starting; retry shortly",
-                                             subject=name, violation_type="SESSION_STATE")
         await session.end(EndReason.CLIENT_REQUEST, "EndSession was called")
         await session.wait_ended()
         return session

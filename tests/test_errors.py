@@ -388,6 +388,7 @@ class TestProvider(MockProvider):
         self.gate = gate
         self.exploding = exploding
         self.starts = 0
+        self.cancelled = 0  # starts cancelled while they waited on the gate
         self.entered = asyncio.Event()
 
     @property
@@ -398,7 +399,11 @@ class TestProvider(MockProvider):
         self.starts += 1
         self.entered.set()
         if self.gate is not None:
-            await self.gate.wait()
+            try:
+                await self.gate.wait()
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
         if self.failures:
             raise self.failures.pop(0)
         if self.exploding:
@@ -780,7 +785,7 @@ async def test_provider_disabled(make_gateway: MakeGateway) -> None:
 
 
 async def test_session_still_starting(make_gateway: MakeGateway) -> None:
-    """While a session is STARTING: EndSession and StreamAudio are FAILED_PRECONDITION; it then starts normally."""
+    """While a session is STARTING StreamAudio is FAILED_PRECONDITION; it then starts normally."""
     gate = asyncio.Event()
     slow = TestProvider("slow", gate=gate)
     server = await gateway_with(make_gateway, slow)
@@ -790,8 +795,6 @@ async def test_session_still_starting(make_gateway: MakeGateway) -> None:
             await slow.entered.wait()
         name = "sessions/slow-one"
         assert (await first_watch_item(conn.client, name)).state == session_pb2.SESSION_STATE_STARTING
-        err = await failure(conn.client.end_session(name))
-        Expect(Code.FAILED_PRECONDITION, "SESSION_STARTING", precondition=("SESSION_STATE", name)).check(err)
         responses, err = await raw_stream(conn, [cfg(name)])
         assert responses == []
         Expect(Code.FAILED_PRECONDITION, "SESSION_NOT_ACTIVE", precondition=("SESSION_STATE", name),
@@ -800,6 +803,24 @@ async def test_session_still_starting(make_gateway: MakeGateway) -> None:
         async with asyncio.timeout(WAIT):
             assert await starting == name
         await assert_serves(conn.client, name)
+
+
+async def test_end_session_while_starting_cancels_the_start(make_gateway: MakeGateway) -> None:
+    """EndSession on a STARTING session ends it: the provider's start is cancelled where it is, StartSession
+    answers UNAVAILABLE ENDED_WHILE_STARTING, the session is ENDED (CLIENT_REQUEST) and nothing is left running."""
+    slow = TestProvider("slow", gate=asyncio.Event())  # never opened: only the end can finish this start
+    server = await gateway_with(make_gateway, slow)
+    async with Conn(server) as conn:
+        starting = asyncio.create_task(conn.call("StartSession", start_request(provider="slow",
+                                                                                session_id="slow-one")))
+        async with asyncio.timeout(WAIT):
+            await slow.entered.wait()
+        ended = await conn.client.end_session("sessions/slow-one")
+        assert (ended.state, ended.end_reason) == (session_pb2.SESSION_STATE_ENDED,
+                                                    session_pb2.END_REASON_CLIENT_REQUEST)
+        Expect(Code.UNAVAILABLE, "ENDED_WHILE_STARTING", retry=True).check(await failure(starting))
+        assert slow.cancelled == 1
+        await conn.start("after")
 
 
 # ---------------------------------------------------------------------------------------------------------------
