@@ -53,6 +53,7 @@ class EndReason(enum.IntEnum):
 
 
 TERMINAL = (State.ENDED, State.FAILED)
+PROVIDER_IDLE_TIMEOUT = "PROVIDER_IDLE_TIMEOUT"  # ProviderError reason: the provider closed an idle session
 _FAILURES = (EndReason.PROVIDER_ERROR, EndReason.ROOM_DISCONNECTED, EndReason.START_FAILED)
 
 
@@ -178,8 +179,9 @@ class AvatarSession:
             log.warning("session %s playout stopped: %s", self.name, error.reason)
             self._playout_error = error
             if self.state is State.ACTIVE:  # while starting, start() reports it
-                self._spawn(self.end(EndReason.PROVIDER_ERROR, f"the provider stopped ({error.reason}): "
-                                     f"{_caller_safe(error)}"), "end")
+                # a provider that closed an idle session ended it as the gateway's own idle timeout would
+                reason = EndReason.IDLE_TIMEOUT if error.reason == PROVIDER_IDLE_TIMEOUT else EndReason.PROVIDER_ERROR
+                self._spawn(self.end(reason, f"the provider stopped ({error.reason}): {_caller_safe(error)}"), "end")
 
     async def _run_timers(self) -> None:
         p = self.params

@@ -18,6 +18,6 @@ def adapter_from_env(env: Mapping[str, str]) -> ProviderAdapter:
     if settings is None:
         return DisabledProvider(dataclasses.replace(SIMLI_INFO, enabled=False,
                                                     disabled_reason="SIMLI_API_KEY is not set"))
-    from providers.simli.adapter import SimliProvider  # type: ignore[import-not-found,unused-ignore]
+    from providers.simli.adapter import SimliProvider
 
-    return SimliProvider(settings)  # type: ignore[no-any-return,unused-ignore]
+    return SimliProvider(settings)
