@@ -44,10 +44,18 @@ class MediaOutput(ABC):
 
 
 class SyncedMedia(MediaOutput):
-    """LiveKit audio and video sources fed through rtc.AVSynchronizer."""
+    """LiveKit audio and video sources fed through rtc.AVSynchronizer.
+
+    How much audio is queued is our own count, not `rtc.AudioSource.queued_duration`: the SDK's estimate
+    (livekit 1.1.21) subtracts the time since the previous capture without stopping at zero, so after the queue ran
+    dry once (a stall, a vendor's late audio) it stays below the truth by the length of the gap, for good. Counted
+    from it, "heard" runs ahead of what was heard, and video released on it leads the voice. The source plays its
+    queue in real time and silence when it is empty, which is what `_end` models.
+    """
 
     def __init__(self, audio: PcmFormat, video: VideoSpec, queue_ms: int) -> None:
         self._fmt = audio
+        self._end = 0.0  # monotonic time at which the audio queued so far will have played
         self.audio_source = rtc.AudioSource(audio.sample_rate, audio.channels, queue_size_ms=queue_ms)
         self.video_source = rtc.VideoSource(video.width, video.height)
         self.av_sync = rtc.AVSynchronizer(
@@ -57,17 +65,20 @@ class SyncedMedia(MediaOutput):
 
     @property
     def queued_duration(self) -> float:
-        return self.audio_source.queued_duration
+        return max(0.0, self._end - time.monotonic())
 
     async def push_audio(self, audio: np.ndarray, end_ts: float) -> None:
         channels = self._fmt.channels
-        frame = rtc.AudioFrame(audio.tobytes(), self._fmt.sample_rate, channels, audio.shape[0] // channels)
+        samples = audio.shape[0] // channels
+        frame = rtc.AudioFrame(audio.tobytes(), self._fmt.sample_rate, channels, samples)
+        self._end = max(self._end, time.monotonic()) + samples / self._fmt.sample_rate
         await self.av_sync.push(frame, end_ts)
 
     async def push_video(self, video: rtc.VideoFrame, ts: float) -> None:
         await self.av_sync.push(video, ts)
 
     async def clear(self) -> None:
+        self._end = 0.0
         await self.av_sync.clear_queue()
 
     async def aclose(self) -> None:

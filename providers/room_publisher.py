@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 
@@ -72,7 +73,11 @@ class RoomPublisher:
         if self._clock_only:
             self._media = PlayoutClock(self._fmt)
             return
-        self._media = SyncedMedia(self._fmt, self._video, queue_ms=max(200, int(self._lead_s * 4000)))
+        # the source's own queue holds the lead, the frame being pushed and one more: never more than we count as
+        # queued, so what we call heard is what was heard (a larger queue lets audio pile up behind our count when
+        # the source drains late, and video released on that count leads the voice)
+        queue_ms = math.ceil((self._lead_s * 1000 + 2000 / self._video.fps) / 10) * 10 + 10  # a multiple of 10 ms
+        self._media = SyncedMedia(self._fmt, self._video, queue_ms=queue_ms)
         if self._connection is not None:
             await self._publish(self._connection, self._media)
 
