@@ -72,12 +72,12 @@ class SpeechCursor:
         self._waiting_since: float | None = None  # when the queue got audio while not anchored
         self._anchor_timeout_s = anchor_timeout_s
         self._sent = 0  # input samples queued (for tests and measurements)
-        self._cut: deque[int] = deque()  # segments dropped by `cut`, each to be finished by a frame
+        self._pending: deque[FrameLabel] = deque()  # segment ends to be carried by the next frames
 
     @property
     def idle(self) -> bool:
         """Nothing queued: a good moment to switch vendor sessions."""
-        return not self._queue and not self._cut
+        return not self._queue and not self._pending
 
     @property
     def sent(self) -> int:
@@ -122,14 +122,21 @@ class SpeechCursor:
         """The vendor session changes under queued audio: drop it; each segment in it ends, cut short, with one of
         the next frames."""
         for segment_id in dict.fromkeys(item.segment_id for item in self._queue if item.segment_id):
-            self._cut.append(segment_id)
+            self._pending.append(FrameLabel(segment_id, 0, done=True, cut=True))
         self.clear()
+
+    def skip(self, output_samples: int, voiced: bool) -> None:
+        """Returned audio that will not be heard (dropped to bound latency): walk past it; a segment end in it is
+        carried by the next frame."""
+        label = self.take(output_samples, voiced)
+        if label.done:
+            self._pending.append(FrameLabel(label.segment_id, 0, done=True, cut=label.cut))
 
     # -- what the vendor returned -------------------------------------------------------------------------------
     def take(self, output_samples: int, voiced: bool) -> FrameLabel:
         """Label one returned frame of `output_samples` samples (`voiced`: it carries voice)."""
-        if self._cut:
-            return FrameLabel(self._cut.popleft(), 0, done=True, cut=True)
+        if self._pending:
+            return self._pending.popleft()
         queue = self._queue
         if not queue:
             return IDLE

@@ -2,15 +2,22 @@
 
 A stream-pair vendor (Simli) sends back its own audio and video. The framer keeps what arrived in bounded buffers
 (the vendor's streams are drained as fast as they come, so memory stays flat whatever the room does) and cuts the
-audio, on its own sample clock, into frames of exactly `rate / fps` samples; each frame takes the newest video
-frame that had arrived when the frame's first sample arrived, so lips and voice leave paired as the vendor sent
-them. The speech cursor labels each frame with the segment its voice belongs to. After an interrupt the vendor's
-voice still in flight is played as silence until the vendor goes quiet (at most `mute_s`).
+audio, on its own sample clock, into frames of exactly `rate / fps` samples. Each frame takes the video frame the
+vendor captured with the frame's first sample, by the vendor's own clock (RTCP sender reports:
+providers/sender_clock.py), so lips and voice leave paired as the vendor sent them whatever the receiving jitter
+buffers held; until the first sender report, the newest video frame that had arrived when the audio did.
+
+The first frame waits for `prebuffer_s` of audio (so does the first after an interrupt): that cushion then sits in
+the publisher's real-time audio queue and absorbs the jitter of the vendor's stream. Audio held here beyond
+`max_latency_s` (the backlog a stall leaves) is dropped, walked past by the speech cursor, rather than delaying
+every later word. The cursor labels each frame with the segment its voice belongs to. After an interrupt the
+vendor's voice still in flight is played as silence until the vendor goes quiet (at most `mute_s`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -29,22 +36,28 @@ I420 = rtc.VideoBufferType.I420
 class StreamPairFramer:
     """Frames from one vendor's audio + video streams, for one session."""
 
-    def __init__(self, output: PcmFormat, video: VideoSpec, cursor: SpeechCursor, *, buffer_s: float = 1.0,
-                 prebuffer_s: float = 0.06, stall_s: float = 5.0, mute_s: float = 0.5) -> None:
+    def __init__(self, output: PcmFormat, video: VideoSpec, cursor: SpeechCursor, *, prebuffer_s: float = 0.1,
+                 max_latency_s: float = 0.4, stall_s: float = 5.0, mute_s: float = 0.5) -> None:
         if output.channels != 1:
             raise ValueError("the framer produces mono audio")
         self._fmt = output
         self._video = video
         self.cursor = cursor
-        self._max_samples = int(buffer_s * output.sample_rate)
+        # audio held here beyond what the publisher took: after a stall the vendor's backlog arrives in a burst that
+        # real-time playout can never catch up on, so what is over this bound is dropped (walked past by the cursor)
+        self._max_samples = int(max_latency_s * output.sample_rate)
         self._prebuffer = int(prebuffer_s * output.sample_rate)
         self._stall_s = stall_s
         self._mute_s = mute_s
-        self._audio: deque[tuple[np.ndarray, float]] = deque()  # (mono int16, arrival time of its first sample)
+        # (mono int16, arrival time of its first sample, its capture time on the vendor's clock or None)
+        self._audio: deque[tuple[np.ndarray, float, float | None]] = deque()
         self._buffered = 0
-        self._videos: deque[tuple[float, Any]] = deque(maxlen=8)  # (arrival, av.VideoFrame), newest last
+        # (arrival, capture time or None, av.VideoFrame), newest last: as far back as the audio held here can reach
+        self._videos: deque[tuple[float, float | None, Any]] = deque(
+            maxlen=math.ceil((prebuffer_s + max_latency_s + 0.1) * 60))
         self._converted: tuple[Any, rtc.VideoFrame] | None = None
-        self._blank = rtc.VideoFrame(video.width, video.height, I420, _blank_i420(video.width, video.height))
+        self._blank_bytes = _blank_i420(video.width, video.height)
+        self._blank = rtc.VideoFrame(video.width, video.height, I420, self._blank_bytes)
         self._arrived = asyncio.Event()
         self._error: ProviderError | None = None
         self._primed = False
@@ -53,21 +66,22 @@ class StreamPairFramer:
         self.frames_out = 0
 
     # -- input (the vendor's drain tasks) -----------------------------------------------------------------------
-    def add_audio(self, pcm: np.ndarray) -> None:
-        """Mono int16 audio at the output rate, as it arrived."""
+    def add_audio(self, pcm: np.ndarray, captured: float | None = None) -> None:
+        """Mono int16 audio at the output rate, as it arrived; `captured`: its first sample's capture time."""
         if not pcm.size:
             return
-        self._audio.append((pcm, time.monotonic()))
+        self._audio.append((pcm, time.monotonic(), captured))
         self._buffered += pcm.size
-        while self._buffered > self._max_samples:
-            old, _ = self._audio.popleft()
+        while self._buffered - self._audio[0][0].size >= self._max_samples + self._prebuffer:
+            old, _, _ = self._audio.popleft()
             self._buffered -= old.size
             self.dropped_samples += old.size
+            self.cursor.skip(old.size, is_voiced(old))
         self._arrived.set()
 
-    def add_video(self, frame: Any) -> None:
-        """A decoded av.VideoFrame, as it arrived."""
-        self._videos.append((time.monotonic(), frame))
+    def add_video(self, frame: Any, captured: float | None = None) -> None:
+        """A decoded av.VideoFrame, as it arrived; `captured`: its capture time."""
+        self._videos.append((time.monotonic(), captured, frame))
 
     def fail(self, error: ProviderError) -> None:
         """The vendor's session ended: `frames` raises `error`."""
@@ -91,7 +105,7 @@ class StreamPairFramer:
         while True:
             n = (index + 1) * rate // fps - index * rate // fps
             await self._wait_for(n)
-            audio, arrived = self._pop(n)
+            audio, arrived, captured = self._pop(n)
             voiced = is_voiced(audio)
             if self._muted_until:
                 if not voiced or time.monotonic() >= self._muted_until:
@@ -101,7 +115,7 @@ class StreamPairFramer:
             label = self.cursor.take(n, voiced)
             index += 1
             self.frames_out += 1
-            yield AvatarFrame(self._video_at(arrived), audio, label.segment_id, label.samples, label.done,
+            yield AvatarFrame(self._video_at(arrived, captured), audio, label.segment_id, label.samples, label.done,
                               label.underrun, segment_cut=label.cut)
 
     async def _wait_for(self, n: int) -> None:
@@ -120,12 +134,13 @@ class StreamPairFramer:
             raise self._error
         self._primed = True
 
-    def _pop(self, n: int) -> tuple[np.ndarray, float]:
+    def _pop(self, n: int) -> tuple[np.ndarray, float, float | None]:
         parts: list[np.ndarray] = []
         got = 0
-        arrived = self._audio[0][1]
+        _, arrived, captured = self._audio[0]
+        rate = self._fmt.sample_rate
         while got < n:
-            pcm, when = self._audio[0]
+            pcm, when, at = self._audio[0]
             want = n - got
             if pcm.size <= want:
                 self._audio.popleft()
@@ -133,33 +148,56 @@ class StreamPairFramer:
                 got += pcm.size
             else:
                 parts.append(pcm[:want])
-                self._audio[0] = (pcm[want:], when)
+                later = want / rate
+                self._audio[0] = (pcm[want:], when + later, None if at is None else at + later)
                 got = n
         self._buffered -= n
-        if not self._buffered:
-            self._primed = False  # ran dry: cushion again before the next frame
-        return (parts[0] if len(parts) == 1 else np.concatenate(parts)), arrived
+        return (parts[0] if len(parts) == 1 else np.concatenate(parts)), arrived, captured
 
-    def _video_at(self, arrived: float) -> rtc.VideoFrame:
+    def _video_at(self, arrived: float, captured: float | None) -> rtc.VideoFrame:
+        """The video frame captured with the audio (by the vendor's clock), else the newest that had arrived with
+        it."""
         chosen = None
-        for when, frame in self._videos:
-            if when > arrived and chosen is not None:
+        by_capture = captured is not None and all(at is not None for _, at, _ in self._videos)
+        reference = captured if by_capture and captured is not None else arrived
+        for when, at, frame in self._videos:
+            moment = at if by_capture and at is not None else when
+            if moment > reference and chosen is not None:
                 break
             chosen = frame
         if chosen is None:
             return self._blank
         if self._converted is not None and self._converted[0] is chosen:
             return self._converted[1]
-        w, h = self._video.width, self._video.height
-        i420 = chosen.reformat(width=w, height=h, format="yuv420p").to_ndarray()
-        converted = rtc.VideoFrame(w, h, I420, i420.tobytes())
+        converted = rtc.VideoFrame(self._video.width, self._video.height, I420, self._fit(chosen))
         self._converted = (chosen, converted)
         return converted
 
+    def _fit(self, frame: Any) -> bytes:
+        """The vendor's frame scaled to fit the session's size, aspect kept, centred on the blank canvas."""
+        w, h = self._video.width, self._video.height
+        scale = min(w / frame.width, h / frame.height)
+        fw, fh = max(2, round(frame.width * scale) // 2 * 2), max(2, round(frame.height * scale) // 2 * 2)
+        scaled = frame.reformat(width=fw, height=fh, format="yuv420p").to_ndarray()
+        if (fw, fh) == (w, h):
+            return bytes(scaled.tobytes())
+        canvas = np.frombuffer(bytearray(self._blank_bytes), dtype=np.uint8)
+        x0, y0 = (w - fw) // 2 // 2 * 2, (h - fh) // 2 // 2 * 2
+        luma = canvas[: w * h].reshape(h, w)
+        luma[y0 : y0 + fh, x0 : x0 + fw] = scaled[:fh]
+        cw, ch, fcw, fch = w // 2, h // 2, fw // 2, fh // 2
+        chroma = scaled[fh:].reshape(2, fch, fcw)
+        for plane in range(2):
+            start = w * h + plane * cw * ch
+            canvas[start : start + cw * ch].reshape(ch, cw)[y0 // 2 : y0 // 2 + fch, x0 // 2 : x0 // 2 + fcw] = (
+                chroma[plane])
+        return canvas.tobytes()
+
 
 def _blank_i420(width: int, height: int) -> bytes:
-    """A mid-grey frame, shown until the vendor's first video frame arrives."""
-    return bytes([128]) * (width * height * 3 // 2)
+    """A black frame (also the bars around a vendor frame of another aspect), shown until the vendor's first
+    video frame arrives."""
+    return bytes([16]) * (width * height) + bytes([128]) * (width * height // 2)
 
 
 def to_mono(resampler: av.AudioResampler, frame: Any) -> np.ndarray:

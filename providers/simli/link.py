@@ -22,6 +22,7 @@ from simli.events import SimliEvent
 from simli.simli import TransportMode
 
 from providers.base import ProviderError
+from providers.sender_clock import SenderClock, watch_sender_reports
 from providers.simli import faults
 from providers.simli.settings import SIMLI_OUTPUT, SimliSettings
 from providers.stream_pair import to_mono
@@ -41,8 +42,10 @@ class SimliLink:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self.ended: asyncio.Future[ProviderError] = asyncio.get_running_loop().create_future()
-        self.on_audio: Callable[[np.ndarray], None] | None = None
-        self.on_video: Callable[[Any], None] | None = None
+        self.on_audio: Callable[[np.ndarray, float | None], None] | None = None
+        self.on_video: Callable[[Any, float | None], None] | None = None
+        self._audio_clock = SenderClock(48000)  # Opus's RTP clock
+        self._video_clock = SenderClock(90000)
         self.on_speaking: Callable[[bool], None] | None = None
 
     @classmethod
@@ -74,6 +77,11 @@ class SimliLink:
 
     def _run(self) -> None:
         client = self._client
+        peer = getattr(client.Connection, "LocalPeer", None)  # the P2P transport's aiortc peer connection
+        for receiver in peer.getReceivers() if peer is not None else ():
+            kind = getattr(receiver.track, "kind", "")
+            if kind in ("audio", "video"):
+                watch_sender_reports(receiver, self._audio_clock if kind == "audio" else self._video_clock)
         client.registerEventCallback(SimliEvent.SPEAK, self._speak)
         client.registerEventCallback(SimliEvent.SILENT, self._silent)
         self._spawn(self._drain_audio(), "simli-audio")
@@ -95,10 +103,12 @@ class SimliLink:
     async def _drain_audio(self) -> None:
         resampler = av.AudioResampler(format="s16", layout="mono", rate=SIMLI_OUTPUT.sample_rate)
         try:
+            # 48 kHz asked for: the client hands the decoded frames on as they are, pts (the RTP timestamp) kept
             async for frame in self._client.getAudioStreamIterator(SIMLI_OUTPUT.sample_rate):
+                captured = self._audio_clock.captured(frame.pts)
                 pcm = to_mono(resampler, frame)
                 if self.on_audio is not None:
-                    self.on_audio(pcm)
+                    self.on_audio(pcm, captured)
         finally:
             self._media_ended()
 
@@ -106,7 +116,7 @@ class SimliLink:
         try:
             async for frame in self._client.getVideoStreamIterator("yuva420p"):  # as decoded: no conversion here
                 if self.on_video is not None:
-                    self.on_video(frame)
+                    self.on_video(frame, self._video_clock.captured(frame.pts))
         finally:
             self._media_ended()
 
