@@ -103,6 +103,9 @@ def _reason(status: int) -> str:
         return "Error"
 
 
+STATE_PATH = "/_fake/state"  # the fake's own: its sessions, for a test driving it from another process
+
+
 class FakeSimli:
     """A local Simli for the real ``simli-ai`` client (P2P transport). Knobs are plain attributes, read when a
     request (token knobs) or a websocket (session knobs) arrives."""
@@ -164,6 +167,7 @@ class FakeSimli:
         app.router.add_post(p.TOKEN_PATH, self._token)
         app.router.add_get(p.ICE_PATH, self._ice)
         app.router.add_get(p.P2P_PATH, self._p2p)
+        app.router.add_get(STATE_PATH, self._state)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self._requested_port)
@@ -243,6 +247,18 @@ class FakeSimli:
         if request.headers.get(p.API_KEY_HEADER) not in self.api_keys:
             return web.json_response({"detail": p.INVALID_API_KEY}, status=401)
         return None
+
+    async def _state(self, request: web.Request) -> web.Response:
+        """The sessions (``?open=N`` first waits, bounded by ``timeout`` seconds, until N are open)."""
+        want = request.query.get("open")
+        if want is not None:
+            with contextlib.suppress(TimeoutError):
+                await self.wait_open_sessions(int(want), float(request.query.get("timeout", "10")))
+        return web.json_response({
+            "open_sessions": self.open_sessions,
+            "sessions": [{"stop_cause": None if s.stop_cause is None else str(s.stop_cause), "open": s.is_open,
+                          "received_audio_bytes": s.received_audio_bytes} for s in self.sessions],
+        })
 
     async def _token(self, request: web.Request) -> web.Response:
         now = asyncio.get_running_loop().time()

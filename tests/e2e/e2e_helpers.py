@@ -27,6 +27,7 @@ from agent_client import AvatarGatewayClient, PlaybackEvent, Session
 from gateway.config import GatewayConfig
 from gateway.server import GatewayServer
 from loopback import LoopbackServer, not_in_namespace_reason
+from providers.registry import ProviderRegistry, build_registry
 from viewer.participant import Viewer
 from viewer.sync import envelope_level
 
@@ -151,9 +152,9 @@ def new_session_id() -> str:
     return f"e2e-{uuid.uuid4().hex[:16]}"
 
 
-def avatar_identity_for(session_id: str) -> str:
-    """The avatar participant's identity the gateway promises for a mock session."""
-    return f"avatar-{PROVIDER}-{session_id}"
+def avatar_identity_for(session_id: str, provider: str = PROVIDER) -> str:
+    """The avatar participant's identity the gateway promises for a session."""
+    return f"avatar-{provider}-{session_id}"
 
 
 class Harness:
@@ -203,10 +204,11 @@ class Harness:
             await self.lkapi.aclose()
 
     # -- gateway and client
-    async def start_gateway(self, **overrides: object) -> GatewayServer:
+    async def start_gateway(self, registry: ProviderRegistry | None = None, **overrides: object) -> GatewayServer:
         base = GatewayConfig(listen="127.0.0.1:0", livekit_url=self.target.url, livekit_api_key=self.target.api_key,
                              livekit_api_secret=self.target.api_secret, shutdown_grace_s=0.0)
-        server = GatewayServer(dataclasses.replace(base, **overrides))  # type: ignore[arg-type]
+        server = GatewayServer(dataclasses.replace(base, **overrides),  # type: ignore[arg-type]
+                               registry or build_registry({}))
         await server.start()
         self.gateways.append(server)
         return server
@@ -216,14 +218,17 @@ class Harness:
         self.clients.append(client)
         return client
 
-    async def gateway_client(self, **overrides: object) -> tuple[GatewayServer, AvatarGatewayClient]:
-        gateway = await self.start_gateway(**overrides)
+    async def gateway_client(self, registry: ProviderRegistry | None = None, **overrides: object
+                             ) -> tuple[GatewayServer, AvatarGatewayClient]:
+        gateway = await self.start_gateway(registry, **overrides)
         return gateway, self.client(gateway.port)
 
     async def start_session(self, client: AvatarGatewayClient, session_id: str, **kwargs: object) -> Session:
+        """A session in this test's room (`provider=` picks the provider; the mock by default)."""
+        provider = str(kwargs.pop("provider", PROVIDER))
         params: dict[str, object] = {"room_name": self.room, "agent_identity": AGENT, "session_id": session_id}
         params.update(kwargs)
-        return await client.start_session(PROVIDER, **params)  # type: ignore[arg-type]
+        return await client.start_session(provider, **params)  # type: ignore[arg-type]
 
     # -- viewers
     def token(self, identity: str) -> str:
