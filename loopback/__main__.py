@@ -13,9 +13,9 @@ import sys
 from .server import LoopbackServer
 
 DESCRIPTION = (
-    "A LiveKit-compatible DEVELOPMENT server for tests and local development only (aiortc re-encodes "
-    "every forwarded track). Users run the real livekit-server or LiveKit Cloud. WebRTC ignores loopback "
-    "interfaces: run it inside scripts/netns-run (default host 10.77.0.1)."
+    "A LiveKit-compatible DEVELOPMENT server for tests and local development only (it forwards RTP like "
+    "livekit-server, without simulcast, congestion control or pacing). Users run the real livekit-server or "
+    "LiveKit Cloud. WebRTC ignores loopback interfaces: run it inside scripts/netns-run (default host 10.77.0.1)."
 )
 
 

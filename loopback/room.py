@@ -10,9 +10,9 @@ from livekit.protocol import models
 from livekit.protocol import rtc as proto_rtc
 
 from .auth import VerifiedToken, can_publish_source
+from .forwarding import TrackForwarder
 from .ids import room_sid, track_sid
 from .participant import Participant, PublishedTrack, SignalSink
-from .relay import TrackFanout
 from .rtc_session import PeerConnectionRegistry, PublishedSection, RtcSession
 from .tasks import TaskSet
 
@@ -289,7 +289,7 @@ class RoomManager:
             disable_dtx=req.disable_dtx,
             source=req.source,
             layers=req.layers,
-            mime_type="audio/opus" if req.type == models.AUDIO else "video/VP8",
+            mime_type="audio/opus" if req.type == models.AUDIO else "video/VP8",  # the negotiated one, once known
             stereo=req.stereo,
             disable_red=True,
             encryption=req.encryption,
@@ -331,19 +331,20 @@ class RoomManager:
             track = next((t for t in participant.pending_tracks.values() if t.kind == section.kind), None)
             if track is not None:
                 participant.pending_tracks.pop(track.cid, None)
-        if track is None:
-            logger.warning("%s: media on mid %s without AddTrack; draining it", participant.identity, section.mid)
-            TrackFanout(section.track, self._tasks, f"{participant.identity}:orphan:{section.mid}")
+        if track is None:  # its receiver drops what it gets (no sink)
+            logger.warning("%s: media on mid %s without AddTrack; ignoring it", participant.identity, section.mid)
             return None
         track.info.mid = section.mid
-        track.fanout = TrackFanout(section.track, self._tasks, f"{participant.identity}:{track.sid}")
+        if section.mime_type:
+            track.info.mime_type = section.mime_type.lower()
+        track.forwarder = TrackForwarder(section.receiver, f"{participant.identity}:{track.sid}")
         participant.tracks[track.sid] = track
         participant.tracks_by_mid[section.mid] = track
         return track
 
     async def _end_track(self, room: Room, track: PublishedTrack) -> None:
-        if track.fanout is not None:
-            await track.fanout.close()
+        if track.forwarder is not None:
+            await track.forwarder.close()
         for other in list(room.participants.values()):
             if other.rtc is not None:
                 await other.rtc.unsubscribe(track.sid)
@@ -361,9 +362,11 @@ class RoomManager:
 
     # ------------------------------------------------------------------ subscribing
     async def _subscribe(self, subscriber: Participant, track: PublishedTrack) -> None:
-        if track.fanout is None or subscriber.rtc is None or not subscriber.connected:
+        if track.forwarder is None or subscriber.rtc is None or not subscriber.connected:
             return
-        await subscriber.rtc.subscribe(track.sid, track.publisher_sid, track.fanout.subscribe())
+        # the client matches a received track by its msid stream id "PA_xxx|TR_xxx"
+        msid_stream = f"{track.publisher_sid}|{track.sid}"
+        await subscriber.rtc.subscribe(track.sid, track.publisher_sid, msid_stream, track.forwarder.subscribe())
         self._on_change()
 
     async def handle_subscription(self, participant: Participant, req: proto_rtc.UpdateSubscription) -> None:
