@@ -19,6 +19,11 @@ relies on aiortc internals; they are those of aiortc 1.16.0, pinned in pyproject
   direction), and the sender attributes aiortc writes into the SDP: ``_ssrc``, ``_rtx_ssrc``, ``_stream_id``,
   ``_track_id`` (a=ssrc, a=msid).
 * ``RTCRtpTransceiver._codecs``: the codecs negotiated for a section (read by ``negotiated_codecs``).
+* The transport's ``_rtp_router`` (``RtpRouter``: ``route_rtp``, ``mid_table``, ``ssrc_table``,
+  ``payload_type_table``): aiortc routes a packet of an SSRC the SDP did not name by payload type alone, so when
+  an offer names none (a simulcast offer has a=rid lines instead) and two sections share a payload type (camera
+  and screen share, both VP8), neither gets a packet. ``route_by_mid`` makes it look at the packet's mid header
+  extension first, as BUNDLE routing does.
 * Modules aiortc does not export: ``aiortc.rtp`` (RTP/RTCP packet classes), ``aiortc.rtcrtpreceiver``'s
   ``StreamStatistics`` and ``NackGenerator`` and ``aiortc.rate.RemoteBitrateEstimator``: a ``ForwardingReceiver``
   sends the publisher the receiver reports, NACKs and REMB that aiortc's receiver sends, so the publisher's
@@ -124,6 +129,7 @@ class ForwardingReceiver(RTCRtpReceiver):
             if encoding.rtx:
                 self._rtx_ssrcs[encoding.rtx.ssrc] = encoding.ssrc
         self.transport._register_rtp_receiver(self, parameters)
+        route_by_mid(self.transport)
         self._rtcp_task = asyncio.ensure_future(self._run_rtcp())
         self._started = True
 
@@ -355,6 +361,27 @@ class ForwardingSender(RTCRtpSender):
                 await feedback.on_nack(packet.lost)
         except Exception:  # a forwarding bug must not close the subscriber's transport
             logger.exception("handling RTCP feedback failed")
+
+
+def route_by_mid(transport: RTCDtlsTransport) -> None:
+    """Make the transport route a packet of an SSRC it does not know yet by the packet's mid, before aiortc's
+    routing by payload type (which finds nobody when two receivers share the payload type); the SSRC is then
+    learnt. Idempotent."""
+    router = transport._rtp_router
+    if getattr(router, "_loopback_routes_by_mid", False):
+        return
+    route_rtp = router.route_rtp
+
+    def route(packet: RtpPacket) -> Any:
+        mid = packet.extensions.mid
+        if mid is not None and packet.ssrc not in router.ssrc_table:
+            receiver = router.mid_table.get(mid)
+            if receiver is not None and receiver in router.payload_type_table.get(packet.payload_type, ()):
+                router.ssrc_table[packet.ssrc] = receiver
+        return route_rtp(packet)
+
+    router.route_rtp = route  # type: ignore[method-assign]
+    router._loopback_routes_by_mid = True  # type: ignore[attr-defined]
 
 
 def install(transceiver: RTCRtpTransceiver) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCRtpTransceiver
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCRtpTransceiver
 from aiortc import RTCSessionDescription as AiortcDescription
 from livekit.protocol import rtc as proto_rtc
 
@@ -42,13 +42,18 @@ _MAX_QUEUED_DATA = 256
 
 
 class PeerConnectionRegistry:
-    """Creates every RTCPeerConnection (ICE servers off) and knows which are still open."""
+    """Creates every RTCPeerConnection (ICE servers off, max-bundle) and knows which are still open.
+
+    Max-bundle, as libwebrtc clients use: with aiortc's default (balanced) a second section of a kind in a client's
+    offer keeps the first one's transport from before BUNDLE is applied, which aiortc then discards, so media on
+    it (a second video subscription) never flows.
+    """
 
     def __init__(self) -> None:
         self._open: set[RTCPeerConnection] = set()
 
     def create(self) -> RTCPeerConnection:
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self._open.add(pc)
         return pc
 

@@ -325,3 +325,22 @@ async def test_closed_forwarder_ends_its_downtracks_and_drops_packets() -> None:
     await pub.frame([VP8_KEY_START])
     assert transport.sent == [] and pub.forwarder.subscriber_count == 0
     assert pub.forwarder.subscribe().ended
+
+
+async def test_packets_of_ssrcs_the_sdp_did_not_list_are_routed_by_their_mid() -> None:
+    transport = FakeDtlsTransport()
+    camera = ForwardingReceiver("video", cast(RTCDtlsTransport, transport))
+    screen = ForwardingReceiver("video", cast(RTCDtlsTransport, transport))
+    for receiver, mid in ((camera, "1"), (screen, "2")):  # both VP8 on payload type 96, no SSRC announced
+        await receiver.receive(RTCRtpReceiveParameters(codecs=[vp8(96)], muxId=mid))
+
+    def packet(ssrc: int, mid: str | None) -> RtpPacket:
+        p = RtpPacket(payload_type=96, ssrc=ssrc)
+        p.extensions.mid = mid
+        return p
+
+    router = transport._rtp_router
+    assert router.route_rtp(packet(5, "2")) is screen
+    assert router.route_rtp(packet(6, "1")) is camera
+    assert router.route_rtp(packet(5, None)) is screen  # learnt: libwebrtc stops sending the mid once acknowledged
+    assert router.route_rtp(packet(7, None)) is None  # nothing to tell them apart

@@ -209,3 +209,24 @@ async def test_sender_reports_reach_subscribers_with_the_publishers_ntp_mapping(
                               if s.WhichOneof("stats") == "remote_outbound_rtp"]
         assert remote_outbound.reports_sent >= 1
         assert min(abs(remote_outbound.remote_timestamp - ntp_to_unix_ms(ntp)) for ntp in from_publisher) < 0.01
+
+
+async def test_a_publishers_second_video_track_reaches_subscribers(
+    server: LoopbackServer, connect: ConnectFn, signalling_path: str
+) -> None:
+    """Camera and screen share: two VP8 sections of one publisher, and two video sections at the subscriber, whose
+    second one aiortc put on a transport of its own unless told to bundle everything (RTCBundlePolicy.MAX_BUNDLE)."""
+    alice = await connect("alice")
+    bob = await connect("bob")
+    async with Publishing() as media:
+        _, cam_sid = await media.publish(alice)
+        screen = await alice.local.publish_track(
+            rtc.LocalVideoTrack.create_video_track("screen", media.video),
+            rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_SCREENSHARE),
+        )
+        frames = {}
+        for sid in (cam_sid, screen.sid):
+            (track, _, _) = await bob.events.wait("track_subscribed", lambda t, p, who, sid=sid: p.sid == sid)
+            frames[sid] = await first_video_frames(track, count=3)
+    assert {sid: f[-1].width for sid, f in frames.items()} == {cam_sid: WIDTH, screen.sid: WIDTH}
+    assert {t.packets_received > 0 for t in _tracks(server.state(), "alice").values()} == {True}
