@@ -21,6 +21,37 @@ logger = logging.getLogger("loopback")
 SERVER_VERSION = "1.9.0-loopback"
 PROTOCOL_VERSION = 16
 _DATA_KINDS = {"_reliable": models.DataPacket.RELIABLE, "_lossy": models.DataPacket.LOSSY}
+_SYNC_STREAM_MIN_PROTOCOL = 10  # livekit-server's ProtocolVersion.SupportsSyncStreamID
+
+
+def stream_from_source(source: models.TrackSource) -> str:
+    """livekit-server's StreamFromTrackSource: camera and microphone share a stream, screen share and its audio
+    another."""
+    if source in (models.TrackSource.CAMERA, models.TrackSource.MICROPHONE):
+        return "camera"
+    if source in (models.TrackSource.SCREEN_SHARE, models.TrackSource.SCREEN_SHARE_AUDIO):
+        return "screen"
+    return "unknown"
+
+
+def stream_id(
+    publisher_sid: str, track_sid: str, stream: str, subscriber: models.ClientInfo, *, sync_streams: bool
+) -> str:
+    """The msid stream id a subscriber gets a track in, as livekit-server picks it (``NewSubscribedTrack``).
+
+    With sync streams (livekit-server's ``room.sync_streams``; on here by default) a participant's tracks of one
+    ``TrackInfo.stream`` ("camera" holds camera and microphone) share the stream "PA_xxx|camera", so the
+    subscriber's WebRTC stack lip-syncs them; clients before protocol 10 and Firefox get the per-track
+    "PA_xxx|TR_xxx". Either way the SDK takes the track sid from the msid track id (or ``mid_to_track_id``).
+    """
+    if (
+        sync_streams
+        and stream
+        and subscriber.protocol >= _SYNC_STREAM_MIN_PROTOCOL
+        and subscriber.browser.lower() != "firefox"
+    ):
+        return f"{publisher_sid}|{stream}"
+    return f"{publisher_sid}|{track_sid}"
 
 
 class Room:
@@ -60,8 +91,10 @@ class RoomManager:
         ping_interval: int,
         ping_timeout: int,
         on_change: Callable[[], None],
+        sync_streams: bool = True,
     ) -> None:
         self.rooms: dict[str, Room] = {}
+        self.sync_streams = sync_streams
         self._registry = registry
         self._tasks = tasks
         self._ping_interval = ping_interval
@@ -293,7 +326,7 @@ class RoomManager:
             stereo=req.stereo,
             disable_red=True,
             encryption=req.encryption,
-            stream=req.stream,
+            stream=req.stream or stream_from_source(req.source),
             audio_features=req.audio_features,
         )
         participant.pending_tracks[req.cid] = PublishedTrack(info=info, cid=req.cid, publisher_sid=participant.sid)
@@ -364,8 +397,9 @@ class RoomManager:
     async def _subscribe(self, subscriber: Participant, track: PublishedTrack) -> None:
         if track.forwarder is None or subscriber.rtc is None or not subscriber.connected:
             return
-        # the client matches a received track by its msid stream id "PA_xxx|TR_xxx"
-        msid_stream = f"{track.publisher_sid}|{track.sid}"
+        msid_stream = stream_id(
+            track.publisher_sid, track.sid, track.info.stream, subscriber.client_info, sync_streams=self.sync_streams
+        )
         await subscriber.rtc.subscribe(track.sid, track.publisher_sid, msid_stream, track.forwarder.subscribe())
         self._on_change()
 

@@ -106,7 +106,7 @@ def _media_tasks(pc: RTCPeerConnection) -> list[asyncio.Future[None]]:
 class Subscription:
     track_sid: str
     publisher_sid: str
-    stream_id: str  # the msid stream id: "PA_xxx|TR_xxx"
+    stream_id: str  # the msid stream id: "PA_xxx|TR_xxx", or "PA_xxx|<stream>" to share one with other tracks
     kind: str
     downtrack: Downtrack
     mid: str | None = None

@@ -108,7 +108,9 @@ class LoopbackServer:
 
     For tests and local development only: users run the real livekit-server or LiveKit Cloud.
     ``port=0`` picks a free port; ``rtc_v1=False`` answers ``/rtc/v1`` with 404 so clients fall back
-    to the two-peer-connection ``/rtc`` path.
+    to the two-peer-connection ``/rtc`` path; ``sync_streams=False`` gives every subscribed track a media stream
+    of its own (livekit-server's default) instead of grouping a participant's camera and microphone into one
+    (its ``room.sync_streams``).
     """
 
     def __init__(
@@ -119,6 +121,7 @@ class LoopbackServer:
         api_secret: str = "secret",
         *,
         rtc_v1: bool = True,
+        sync_streams: bool = True,
         ping_interval: int = 5,
         ping_timeout: int = 15,
     ) -> None:
@@ -139,6 +142,7 @@ class LoopbackServer:
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
             on_change=self._notify,
+            sync_streams=sync_streams,
         )
         self._signalling = SignallingService(
             manager=self.manager, tasks=self._tasks, keys=self._keys, rtc_v1=lambda: self.rtc_v1

@@ -263,3 +263,15 @@ def rtpmap(sdp: str, mid: str) -> dict[int, str]:
                 pt, codec = line[len("a=rtpmap:") :].split(" ", 1)
                 out[int(pt)] = codec
     return out
+
+
+def msids(sdp: str) -> dict[str, tuple[str, str]]:
+    """mid -> (msid stream id, msid track id) of every section of an SDP that sends."""
+    out: dict[str, tuple[str, str]] = {}
+    for section in sdp.split("m=")[1:]:
+        lines = section.splitlines()
+        mid = next((ln[len("a=mid:") :] for ln in lines if ln.startswith("a=mid:")), None)
+        msid = next((ln[len("a=msid:") :].split() for ln in lines if ln.startswith("a=msid:")), None)
+        if mid is not None and msid is not None and ("a=sendonly" in lines or "a=sendrecv" in lines):
+            out[mid] = (msid[0], msid[1])
+    return out

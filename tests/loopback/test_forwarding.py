@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import pytest
 from aiortc.rtcdtlstransport import RTCDtlsTransport, RtpRouter
 from aiortc.rtcrtpparameters import (
     RTCRtcpParameters,
@@ -30,9 +31,11 @@ from aiortc.rtp import (
     RtpPacket,
     is_rtcp,
 )
+from livekit.protocol import models
 
 from loopback.aiortc_hooks import ForwardingReceiver, ForwardingSender
 from loopback.forwarding import TrackForwarder, is_keyframe
+from loopback.room import stream_from_source, stream_id
 
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 RID_URI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
@@ -344,3 +347,23 @@ async def test_packets_of_ssrcs_the_sdp_did_not_list_are_routed_by_their_mid() -
     assert router.route_rtp(packet(6, "1")) is camera
     assert router.route_rtp(packet(5, None)) is screen  # learnt: libwebrtc stops sending the mid once acknowledged
     assert router.route_rtp(packet(7, None)) is None  # nothing to tell them apart
+
+
+@pytest.mark.parametrize(
+    ("source", "stream"),
+    [(models.TrackSource.CAMERA, "camera"), (models.TrackSource.MICROPHONE, "camera"),
+     (models.TrackSource.SCREEN_SHARE, "screen"), (models.TrackSource.SCREEN_SHARE_AUDIO, "screen"),
+     (models.TrackSource.UNKNOWN, "unknown")],
+)
+def test_stream_from_source_as_livekit_server(source: models.TrackSource, stream: str) -> None:
+    assert stream_from_source(source) == stream
+
+
+def test_stream_id_groups_a_participants_tracks_only_where_livekit_server_does() -> None:
+    client = models.ClientInfo(sdk=models.ClientInfo.PYTHON, protocol=16)
+    assert stream_id("PA_a", "TR_v", "camera", client, sync_streams=True) == "PA_a|camera"
+    assert stream_id("PA_a", "TR_v", "camera", client, sync_streams=False) == "PA_a|TR_v"
+    old = models.ClientInfo(protocol=9)
+    assert stream_id("PA_a", "TR_v", "camera", old, sync_streams=True) == "PA_a|TR_v"
+    firefox = models.ClientInfo(sdk=models.ClientInfo.JS, protocol=16, browser="Firefox")
+    assert stream_id("PA_a", "TR_v", "camera", firefox, sync_streams=True) == "PA_a|TR_v"

@@ -1,6 +1,7 @@
 """The loopback server forwards like an SFU, checked with the real SDK on both ends and the server's side of the
 wire tapped (plaintext RTP/RTCP, see WireTap): payloads untouched on the subscriber's own SSRC and payload type,
-keyframe requests relayed to the publisher, the publisher's sender reports translated.
+keyframe requests relayed to the publisher, the publisher's sender reports translated, one media stream for a
+participant's camera and microphone.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tests.loopback.loopback_helpers import (
     feed_tone,
     feed_video,
     first_video_frames,
+    msids,
     ntp_to_unix_ms,
     requires_netns,
     rtpmap,
@@ -230,3 +232,52 @@ async def test_a_publishers_second_video_track_reaches_subscribers(
             frames[sid] = await first_video_frames(track, count=3)
     assert {sid: f[-1].width for sid, f in frames.items()} == {cam_sid: WIDTH, screen.sid: WIDTH}
     assert {t.packets_received > 0 for t in _tracks(server.state(), "alice").values()} == {True}
+
+
+async def test_a_participants_microphone_and_camera_share_one_media_stream(
+    server: LoopbackServer, connect: ConnectFn, signalling_path: str
+) -> None:
+    alice = await connect("alice")
+    bob = await connect("bob")
+    async with Publishing() as media:
+        mic_sid, cam_sid = await media.publish(alice)
+        screen = await alice.local.publish_track(
+            rtc.LocalVideoTrack.create_video_track("screen", media.video),
+            rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_SCREENSHARE),
+        )
+        for sid in (mic_sid, cam_sid, screen.sid):
+            await bob.events.wait("track_subscribed", lambda t, p, who, sid=sid: p.sid == sid)
+        state = await _subscribed(server, "bob", (mic_sid, cam_sid, screen.sid))
+    alice_sid = alice.local.sid
+    downtracks = _downtracks(state, "bob")
+    assert {sid: d.stream_id for sid, d in downtracks.items()} == {
+        mic_sid: f"{alice_sid}|camera",
+        cam_sid: f"{alice_sid}|camera",
+        screen.sid: f"{alice_sid}|screen",
+    }
+    assert {t.stream for t in _tracks(state, "alice").values()} == {"camera", "screen"}
+    # what bob's SDP says (a=msid:<stream> <track>), and the SDK still matched each track to its publication
+    bob_sdp = server.manager.rooms["room"].participants["bob"].rtc.subscriber_sdp  # type: ignore[union-attr]
+    sections = msids(bob_sdp)
+    assert {sid: sections[d.mid or ""] for sid, d in downtracks.items()} == {
+        sid: (d.stream_id, sid) for sid, d in downtracks.items()
+    }
+    remote = bob.room.remote_participants["alice"].track_publications
+    assert {sid for sid, pub in remote.items() if pub.track is not None} == {mic_sid, cam_sid, screen.sid}
+
+
+async def test_without_sync_streams_every_track_has_a_stream_of_its_own(
+    server: LoopbackServer, connect: ConnectFn
+) -> None:
+    server.manager.sync_streams = False
+    alice = await connect("alice")
+    bob = await connect("bob")
+    async with Publishing() as media:
+        mic_sid, cam_sid = await media.publish(alice)
+        for sid in (mic_sid, cam_sid):
+            await bob.events.wait("track_subscribed", lambda t, p, who, sid=sid: p.sid == sid)
+        state = await _subscribed(server, "bob", (mic_sid, cam_sid))
+    assert {sid: d.stream_id for sid, d in _downtracks(state, "bob").items()} == {
+        mic_sid: f"{alice.local.sid}|{mic_sid}",
+        cam_sid: f"{alice.local.sid}|{cam_sid}",
+    }
