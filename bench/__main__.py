@@ -19,6 +19,7 @@ BENCHMARKS: dict[str, tuple[str, bool]] = {
     "render_mock": ("the mock provider's cost per 640x480 frame", False),
     "av_sync": ("first avatar frame, A/V offset, interrupt and drift at a real viewer", True),
     "capacity": ("concurrent 640x480@30 sessions one gateway process sustains", True),
+    "forwarding_cost": ("the loopback server's CPU per forwarded track (1 publisher, N subscribers)", True),
 }
 
 

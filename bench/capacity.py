@@ -3,8 +3,9 @@
 The gateway runs as its own process (`avatar-gateway serve`, CPU read from /proc); each session's avatar joins the
 loopback development server (in this process, so it can count the frames it receives per track) and speaks
 continuously. For each N the window's figures are: frames the server received per session per second (30 = none
-dropped), the gateway's own frame counter, and the gateway's CPU. Both share this machine's 2 cores with the
-development server, which decodes every published track.
+dropped; the server counts a frame when its last RTP packet arrives), the gateway's own frame counter, and the
+gateway's CPU. Both share this machine's 2 cores with the development server, which forwards every published
+track (bench/forwarding_cost.py measures what that costs it).
 
 Run inside the network namespace: scripts/netns-run .venv/bin/python -m bench.capacity --sessions 1 2 4 6 8
 """

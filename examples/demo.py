@@ -30,7 +30,8 @@ from viewer.sync import av_offset
 ROOM = "demo"
 AGENT = "agent-1"
 API_KEY = "devkey"
-# measured on the loopback path (see BENCHMARKS.md): its receive side holds audio ~110 ms longer than video
+# measured on the loopback path (see BENCHMARKS.md): its receive side held audio ~110 ms longer than video while the
+# server re-encoded every track; forwarding RTP it measures ~50 ms (this value awaits re-calibration)
 VIDEO_DELAY_MS = 110
 INTERRUPT_WINDOW_S = 0.5  # frame gaps this soon after clear_buffer was sent are the frames it discarded
 

@@ -13,9 +13,9 @@ import sys
 from .server import LoopbackServer
 
 DESCRIPTION = (
-    "A LiveKit-compatible DEVELOPMENT server for tests and local development only (aiortc re-encodes "
-    "every forwarded track). Users run the real livekit-server or LiveKit Cloud. WebRTC ignores loopback "
-    "interfaces: run it inside scripts/netns-run (default host 10.77.0.1)."
+    "A LiveKit-compatible DEVELOPMENT server for tests and local development only (it forwards RTP like "
+    "livekit-server, without simulcast, congestion control or pacing). Users run the real livekit-server or "
+    "LiveKit Cloud. WebRTC ignores loopback interfaces: run it inside scripts/netns-run (default host 10.77.0.1)."
 )
 
 
@@ -34,12 +34,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="answer /rtc/v1 with 404 so clients fall back to the two-peer-connection /rtc path",
     )
+    parser.add_argument(
+        "--no-sync-streams",
+        action="store_true",
+        help="give every subscribed track its own media stream (livekit-server's default) instead of one stream "
+        "for a participant's camera and microphone (its room.sync_streams)",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
 
 async def serve(args: argparse.Namespace, secret: str) -> None:
-    server = LoopbackServer(args.host, args.port, args.api_key, secret, rtc_v1=not args.no_rtc_v1)
+    server = LoopbackServer(
+        args.host, args.port, args.api_key, secret, rtc_v1=not args.no_rtc_v1, sync_streams=not args.no_sync_streams
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -11,8 +11,8 @@ from livekit.protocol import models
 from livekit.protocol import rtc as proto_rtc
 
 from .auth import VerifiedToken, participant_kind, permission
+from .forwarding import TrackForwarder
 from .ids import participant_sid
-from .relay import TrackFanout
 from .rtc_session import RtcSession
 
 
@@ -29,7 +29,7 @@ class PublishedTrack:
     info: models.TrackInfo
     cid: str
     publisher_sid: str
-    fanout: TrackFanout | None = None
+    forwarder: TrackForwarder | None = None
 
     @property
     def sid(self) -> str:

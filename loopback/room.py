@@ -10,9 +10,9 @@ from livekit.protocol import models
 from livekit.protocol import rtc as proto_rtc
 
 from .auth import VerifiedToken, can_publish_source
+from .forwarding import TrackForwarder
 from .ids import room_sid, track_sid
 from .participant import Participant, PublishedTrack, SignalSink
-from .relay import TrackFanout
 from .rtc_session import PeerConnectionRegistry, PublishedSection, RtcSession
 from .tasks import TaskSet
 
@@ -21,6 +21,37 @@ logger = logging.getLogger("loopback")
 SERVER_VERSION = "1.9.0-loopback"
 PROTOCOL_VERSION = 16
 _DATA_KINDS = {"_reliable": models.DataPacket.RELIABLE, "_lossy": models.DataPacket.LOSSY}
+_SYNC_STREAM_MIN_PROTOCOL = 10  # livekit-server's ProtocolVersion.SupportsSyncStreamID
+
+
+def stream_from_source(source: models.TrackSource) -> str:
+    """livekit-server's StreamFromTrackSource: camera and microphone share a stream, screen share and its audio
+    another."""
+    if source in (models.TrackSource.CAMERA, models.TrackSource.MICROPHONE):
+        return "camera"
+    if source in (models.TrackSource.SCREEN_SHARE, models.TrackSource.SCREEN_SHARE_AUDIO):
+        return "screen"
+    return "unknown"
+
+
+def stream_id(
+    publisher_sid: str, track_sid: str, stream: str, subscriber: models.ClientInfo, *, sync_streams: bool
+) -> str:
+    """The msid stream id a subscriber gets a track in, as livekit-server picks it (``NewSubscribedTrack``).
+
+    With sync streams (livekit-server's ``room.sync_streams``; on here by default) a participant's tracks of one
+    ``TrackInfo.stream`` ("camera" holds camera and microphone) share the stream "PA_xxx|camera", so the
+    subscriber's WebRTC stack lip-syncs them; clients before protocol 10 and Firefox get the per-track
+    "PA_xxx|TR_xxx". Either way the SDK takes the track sid from the msid track id (or ``mid_to_track_id``).
+    """
+    if (
+        sync_streams
+        and stream
+        and subscriber.protocol >= _SYNC_STREAM_MIN_PROTOCOL
+        and subscriber.browser.lower() != "firefox"
+    ):
+        return f"{publisher_sid}|{stream}"
+    return f"{publisher_sid}|{track_sid}"
 
 
 class Room:
@@ -60,8 +91,10 @@ class RoomManager:
         ping_interval: int,
         ping_timeout: int,
         on_change: Callable[[], None],
+        sync_streams: bool = True,
     ) -> None:
         self.rooms: dict[str, Room] = {}
+        self.sync_streams = sync_streams
         self._registry = registry
         self._tasks = tasks
         self._ping_interval = ping_interval
@@ -289,11 +322,11 @@ class RoomManager:
             disable_dtx=req.disable_dtx,
             source=req.source,
             layers=req.layers,
-            mime_type="audio/opus" if req.type == models.AUDIO else "video/VP8",
+            mime_type="audio/opus" if req.type == models.AUDIO else "video/VP8",  # the negotiated one, once known
             stereo=req.stereo,
             disable_red=True,
             encryption=req.encryption,
-            stream=req.stream,
+            stream=req.stream or stream_from_source(req.source),
             audio_features=req.audio_features,
         )
         participant.pending_tracks[req.cid] = PublishedTrack(info=info, cid=req.cid, publisher_sid=participant.sid)
@@ -331,19 +364,20 @@ class RoomManager:
             track = next((t for t in participant.pending_tracks.values() if t.kind == section.kind), None)
             if track is not None:
                 participant.pending_tracks.pop(track.cid, None)
-        if track is None:
-            logger.warning("%s: media on mid %s without AddTrack; draining it", participant.identity, section.mid)
-            TrackFanout(section.track, self._tasks, f"{participant.identity}:orphan:{section.mid}")
+        if track is None:  # its receiver drops what it gets (no sink)
+            logger.warning("%s: media on mid %s without AddTrack; ignoring it", participant.identity, section.mid)
             return None
         track.info.mid = section.mid
-        track.fanout = TrackFanout(section.track, self._tasks, f"{participant.identity}:{track.sid}")
+        if section.mime_type:
+            track.info.mime_type = section.mime_type.lower()
+        track.forwarder = TrackForwarder(section.receiver, f"{participant.identity}:{track.sid}")
         participant.tracks[track.sid] = track
         participant.tracks_by_mid[section.mid] = track
         return track
 
     async def _end_track(self, room: Room, track: PublishedTrack) -> None:
-        if track.fanout is not None:
-            await track.fanout.close()
+        if track.forwarder is not None:
+            await track.forwarder.close()
         for other in list(room.participants.values()):
             if other.rtc is not None:
                 await other.rtc.unsubscribe(track.sid)
@@ -361,9 +395,12 @@ class RoomManager:
 
     # ------------------------------------------------------------------ subscribing
     async def _subscribe(self, subscriber: Participant, track: PublishedTrack) -> None:
-        if track.fanout is None or subscriber.rtc is None or not subscriber.connected:
+        if track.forwarder is None or subscriber.rtc is None or not subscriber.connected:
             return
-        await subscriber.rtc.subscribe(track.sid, track.publisher_sid, track.fanout.subscribe())
+        msid_stream = stream_id(
+            track.publisher_sid, track.sid, track.info.stream, subscriber.client_info, sync_streams=self.sync_streams
+        )
+        await subscriber.rtc.subscribe(track.sid, track.publisher_sid, msid_stream, track.forwarder.subscribe())
         self._on_change()
 
     async def handle_subscription(self, participant: Participant, req: proto_rtc.UpdateSubscription) -> None:

@@ -1,5 +1,8 @@
 """One participant's WebRTC side: its peer connection(s), SDP negotiation, data channels, subscriptions.
 
+Every transceiver forwards RTP instead of decoding or encoding it (``aiortc_hooks.install``), so a published section
+yields a ForwardingReceiver and a subscription sends through a ForwardingSender (``forwarding.Downtrack``).
+
 Two signalling modes, as livekit-server has them:
 
 * single peer connection (``/rtc/v1``): the client always offers. Its offers carry recvonly audio/video
@@ -21,12 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCRtpTransceiver
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCRtpTransceiver
 from aiortc import RTCSessionDescription as AiortcDescription
-from aiortc.mediastreams import MediaStreamTrack
 from livekit.protocol import rtc as proto_rtc
 
-from .relay import RelayTrack
+from . import aiortc_hooks
+from .aiortc_hooks import ForwardingReceiver
+from .forwarding import Downtrack
 from .sdp import MediaSection, add_rid_extmaps, parse_sections, parse_trickle
 
 logger = logging.getLogger("loopback")
@@ -38,13 +42,18 @@ _MAX_QUEUED_DATA = 256
 
 
 class PeerConnectionRegistry:
-    """Creates every RTCPeerConnection (ICE servers off) and knows which are still open."""
+    """Creates every RTCPeerConnection (ICE servers off, max-bundle) and knows which are still open.
+
+    Max-bundle, as libwebrtc clients use: with aiortc's default (balanced) a second section of a kind in a client's
+    offer keeps the first one's transport from before BUNDLE is applied, which aiortc then discards, so media on
+    it (a second video subscription) never flows.
+    """
 
     def __init__(self) -> None:
         self._open: set[RTCPeerConnection] = set()
 
     def create(self) -> RTCPeerConnection:
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self._open.add(pc)
         return pc
 
@@ -88,6 +97,8 @@ def _media_tasks(pc: RTCPeerConnection) -> list[asyncio.Future[None]]:
             task = getattr(part, name, None)
             if isinstance(task, asyncio.Future) and not task.done():
                 tasks.append(task)
+        if isinstance(part, ForwardingReceiver | aiortc_hooks.ForwardingSender):
+            tasks += part.pending_tasks()
     return tasks
 
 
@@ -95,20 +106,23 @@ def _media_tasks(pc: RTCPeerConnection) -> list[asyncio.Future[None]]:
 class Subscription:
     track_sid: str
     publisher_sid: str
+    stream_id: str  # the msid stream id: "PA_xxx|TR_xxx", or "PA_xxx|<stream>" to share one with other tracks
     kind: str
-    relay: RelayTrack
+    downtrack: Downtrack
     mid: str | None = None
     transceiver: RTCRtpTransceiver | None = None
 
 
 @dataclass
 class PublishedSection:
-    """A section the client started sending on: its mid, the msid track id (the AddTrack cid), the track."""
+    """A section the client started sending on: its mid, the msid track id (the AddTrack cid), its receiver and
+    the codec negotiated first for it."""
 
     mid: str
     cid: str
     kind: str
-    track: MediaStreamTrack
+    receiver: ForwardingReceiver
+    mime_type: str
 
 
 @dataclass
@@ -164,6 +178,18 @@ class RtcSession:
     @property
     def subscribed_track_sids(self) -> list[str]:
         return sorted(self._subs)
+
+    @property
+    def subscriptions(self) -> dict[str, Subscription]:
+        return dict(self._subs)
+
+    @property
+    def subscriber_sdp(self) -> str:
+        """The last SDP this server sent about the sections the client receives on (its answer with one peer
+        connection, its offer on the subscriber connection otherwise)."""
+        pc = self._pub_pc if self.single_pc else self._sub_pc
+        description = pc.localDescription if pc is not None else None
+        return description.sdp if description is not None else ""
 
     @property
     def peer_connection_count(self) -> int:
@@ -242,6 +268,8 @@ class RtcSession:
             if sections:
                 self._primary[PUBLISHER] = (sections[0].mid, 0)
             await pc.setRemoteDescription(AiortcDescription(sdp=sdp, type="offer"))
+            for new in pc.getTransceivers():  # before anything awaits: see aiortc_hooks.install
+                aiortc_hooks.install(new)
             await self._flush_candidates(PUBLISHER)
             result = OfferResult(answer=proto_rtc.SessionDescription(type="answer"))
             sending = {s.mid: s for s in sections if s.kind in ("audio", "video") and s.sends}
@@ -249,11 +277,15 @@ class RtcSession:
                 if mid in self._publishing:
                     continue
                 transceiver = self._transceiver(pc, mid)
-                if transceiver is None or transceiver.receiver.track is None:
+                if transceiver is None:
                     continue
+                _, receiver = aiortc_hooks.forwarding_parts(transceiver)
+                codecs = aiortc_hooks.negotiated_codecs(transceiver)
                 self._used_mids.add(mid)
                 result.published.append(
-                    PublishedSection(mid, section.msid_track or "", section.kind, transceiver.receiver.track)
+                    PublishedSection(
+                        mid, section.msid_track or "", section.kind, receiver, codecs[0].mimeType if codecs else ""
+                    )
                 )
             result.unpublished_mids = [mid for mid in self._publishing if mid not in sending]
             self._publishing = {p.mid: p.cid for p in result.published} | {
@@ -296,11 +328,11 @@ class RtcSession:
 
     @staticmethod
     def _attach(transceiver: RTCRtpTransceiver, sub: Subscription) -> None:
-        sender = transceiver.sender
-        sender.replaceTrack(sub.relay)
-        # The client matches a received track by its msid stream id "PA_xxx|TR_xxx".
-        sender._stream_id = f"{sub.publisher_sid}|{sub.track_sid}"
-        sender._track_id = sub.track_sid
+        sender, _ = aiortc_hooks.forwarding_parts(transceiver)
+        # The client matches a received track by its msid: the stream id names the publisher ("PA_xxx|..."),
+        # the track id is the track sid.
+        sender.set_msid(sub.stream_id, sub.track_sid)
+        sub.downtrack.attach(sender)
         transceiver.direction = "sendonly"
         sub.transceiver = transceiver
 
@@ -320,12 +352,12 @@ class RtcSession:
             )
 
     # ------------------------------------------------------------------ subscriptions
-    async def subscribe(self, track_sid: str, publisher_sid: str, relay: RelayTrack) -> bool:
+    async def subscribe(self, track_sid: str, publisher_sid: str, stream_id: str, downtrack: Downtrack) -> bool:
         async with self._lock:
             if self._closed or track_sid in self._subs:
-                relay.end()
+                downtrack.end()
                 return False
-            sub = Subscription(track_sid, publisher_sid, relay.kind, relay)
+            sub = Subscription(track_sid, publisher_sid, stream_id, downtrack.kind, downtrack)
             self._subs[track_sid] = sub
             if self.single_pc:
                 self._pending_subs.append(sub)
@@ -338,7 +370,8 @@ class RtcSession:
                     self._to_request.append(sub)
             else:
                 pc = self._ensure_sub_pc()
-                transceiver = pc.addTransceiver(relay.kind, direction="sendonly")
+                transceiver = pc.addTransceiver(downtrack.kind, direction="sendonly")
+                aiortc_hooks.install(transceiver)
                 self._attach(transceiver, sub)
                 await self._negotiate_subscriber_locked()
             return True
@@ -348,7 +381,7 @@ class RtcSession:
             sub = self._subs.pop(track_sid, None)
             if sub is None:
                 return
-            sub.relay.end()
+            sub.downtrack.end()
             if sub in self._pending_subs:
                 self._pending_subs.remove(sub)
             if sub.transceiver is not None:
@@ -426,7 +459,7 @@ class RtcSession:
             return
         self._closed = True
         for sub in self._subs.values():
-            sub.relay.end()
+            sub.downtrack.end()
         self._subs.clear()
         self._pending_subs.clear()
         self._queued_data.clear()

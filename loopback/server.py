@@ -16,9 +16,10 @@ from aiohttp import web
 from livekit import api
 from livekit.protocol import models
 
+from .participant import PublishedTrack
 from .room import RoomManager
 from .room_service import RoomService
-from .rtc_session import PeerConnectionRegistry
+from .rtc_session import PeerConnectionRegistry, Subscription
 from .signalling import SignallingService
 from .tasks import TaskSet
 
@@ -34,7 +35,31 @@ class TrackState:
     muted: bool
     mid: str
     subscribers: int
-    frames_received: int
+    frames_received: int  # video: frames completed (RTP marker bits); audio: packets (one Opus frame each)
+    stream: str = ""  # TrackInfo.stream ("camera", "screen", or the publisher's own)
+    mime_type: str = ""
+    ssrc: int | None = None  # the publisher's media SSRC
+    packets_received: int = 0
+    keyframes_received: int = 0
+    keyframe_requests: int = 0  # PLI/FIR from subscribers
+    keyframe_requests_sent: int = 0  # PLIs sent to the publisher (requests made together are sent once)
+    sender_reports_received: int = 0
+
+
+@dataclass(frozen=True)
+class DowntrackState:
+    """What a subscriber gets of one track."""
+
+    track_sid: str
+    mid: str | None  # the subscriber's section it is sent on
+    stream_id: str  # the msid stream id of its section
+    ssrc: int | None  # the SSRC it is sent on
+    started: bool  # packets flow (it started at a frame boundary)
+    first_frame_keyframe: bool | None  # video: whether the first frame it got was a keyframe
+    packets_sent: int
+    keyframe_requests: int  # PLI/FIR this subscriber sent for it
+    retransmissions: int  # NACKed packets resent from the cache
+    sender_reports_sent: int
 
 
 @dataclass(frozen=True)
@@ -50,6 +75,7 @@ class ParticipantState:
     subscriptions: tuple[str, ...]  # track sids this participant receives
     single_pc: bool
     peer_connections: int
+    downtracks: dict[str, DowntrackState] = field(default_factory=dict)  # by track sid
 
 
 @dataclass(frozen=True)
@@ -78,11 +104,13 @@ class ServerState:
 
 
 class LoopbackServer:
-    """A LiveKit-compatible DEVELOPMENT server (signalling, SFU, RoomService) in one process.
+    """A LiveKit-compatible DEVELOPMENT server (signalling, an RTP-forwarding SFU, RoomService) in one process.
 
     For tests and local development only: users run the real livekit-server or LiveKit Cloud.
     ``port=0`` picks a free port; ``rtc_v1=False`` answers ``/rtc/v1`` with 404 so clients fall back
-    to the two-peer-connection ``/rtc`` path.
+    to the two-peer-connection ``/rtc`` path; ``sync_streams=False`` gives every subscribed track a media stream
+    of its own (livekit-server's default) instead of grouping a participant's camera and microphone into one
+    (its ``room.sync_streams``).
     """
 
     def __init__(
@@ -93,6 +121,7 @@ class LoopbackServer:
         api_secret: str = "secret",
         *,
         rtc_v1: bool = True,
+        sync_streams: bool = True,
         ping_interval: int = 5,
         ping_timeout: int = 15,
     ) -> None:
@@ -113,6 +142,7 @@ class LoopbackServer:
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
             on_change=self._notify,
+            sync_streams=sync_streams,
         )
         self._signalling = SignallingService(
             manager=self.manager, tasks=self._tasks, keys=self._keys, rtc_v1=lambda: self.rtc_v1
@@ -217,19 +247,8 @@ class LoopbackServer:
         for room in self.manager.rooms.values():
             participants: dict[str, ParticipantState] = {}
             for p in room.participants.values():
-                tracks = {
-                    t.sid: TrackState(
-                        sid=t.sid,
-                        kind=t.kind,
-                        source=models.TrackSource.Name(t.info.source),
-                        name=t.info.name,
-                        muted=t.info.muted,
-                        mid=t.info.mid,
-                        subscribers=t.fanout.subscriber_count if t.fanout else 0,
-                        frames_received=t.fanout.frames_received if t.fanout else 0,
-                    )
-                    for t in p.tracks.values()
-                }
+                tracks = {t.sid: _track_state(t) for t in p.tracks.values()}
+                subs = p.rtc.subscriptions if p.rtc else {}
                 participants[p.identity] = ParticipantState(
                     sid=p.sid,
                     identity=p.identity,
@@ -242,6 +261,7 @@ class LoopbackServer:
                     subscriptions=tuple(p.rtc.subscribed_track_sids) if p.rtc else (),
                     single_pc=p.single_pc,
                     peer_connections=p.rtc.peer_connection_count if p.rtc else 0,
+                    downtracks={sid: _downtrack_state(sub) for sid, sub in subs.items()},
                 )
             rooms[room.name] = RoomState(sid=room.sid, name=room.name, participants=participants)
         return ServerState(
@@ -270,3 +290,41 @@ class LoopbackServer:
                 # Some state (frame counters, PC closes) changes without a notification: re-check often.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(change.wait(), timeout=0.25)
+
+
+def _track_state(t: PublishedTrack) -> TrackState:
+    f = t.forwarder
+    return TrackState(
+        sid=t.sid,
+        kind=t.kind,
+        source=models.TrackSource.Name(t.info.source),
+        name=t.info.name,
+        muted=t.info.muted,
+        mid=t.info.mid,
+        subscribers=f.subscriber_count if f else 0,
+        frames_received=f.frames_received if f else 0,
+        stream=t.info.stream,
+        mime_type=t.info.mime_type,
+        ssrc=f.ssrc if f else None,
+        packets_received=f.packets_received if f else 0,
+        keyframes_received=f.keyframes_received if f else 0,
+        keyframe_requests=f.keyframe_requests if f else 0,
+        keyframe_requests_sent=f.keyframe_requests_sent if f else 0,
+        sender_reports_received=f.sender_reports_received if f else 0,
+    )
+
+
+def _downtrack_state(sub: Subscription) -> DowntrackState:
+    d = sub.downtrack
+    return DowntrackState(
+        track_sid=sub.track_sid,
+        mid=sub.mid or (sub.transceiver.mid if sub.transceiver is not None else None),
+        stream_id=sub.stream_id,
+        ssrc=d.ssrc,
+        started=d.started,
+        first_frame_keyframe=d.first_frame_keyframe,
+        packets_sent=d.packets_sent,
+        keyframe_requests=d.keyframe_requests,
+        retransmissions=d.retransmissions,
+        sender_reports_sent=d.sender_reports_sent,
+    )

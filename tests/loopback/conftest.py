@@ -22,6 +22,13 @@ async def server() -> AsyncIterator[LoopbackServer]:
         yield srv
 
 
+@pytest.fixture(params=["rtc_v1", "rtc_fallback"])
+def signalling_path(request: pytest.FixtureRequest, server: LoopbackServer) -> str:
+    """Run the test over the single peer connection (``/rtc/v1``) and the two-connection fallback (``/rtc``)."""
+    server.rtc_v1 = request.param == "rtc_v1"
+    return str(request.param)
+
+
 @pytest.fixture
 async def connect(server: LoopbackServer) -> AsyncIterator[ConnectFn]:
     """``await connect("alice", room="r", kind=..., attributes=..., grants=...)`` -> connected Client."""

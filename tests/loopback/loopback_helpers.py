@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -81,6 +82,18 @@ class Client:
 
 
 ConnectFn = Callable[..., Awaitable[Client]]
+
+
+@contextlib.asynccontextmanager
+async def running(*coros: object) -> AsyncIterator[None]:
+    """Run the coroutines (media feeders) while the block runs; cancel them after."""
+    tasks = [asyncio.ensure_future(c) for c in coros]  # type: ignore[call-overload]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 # ---------------------------------------------------------------------- media sources and checks
@@ -161,3 +174,104 @@ def mean_color(frame: rtc.VideoFrame) -> tuple[float, float, float]:
     centre = pixels[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4, :3].reshape(-1, 3).astype(np.float64)
     r, g, b = centre.mean(axis=0)
     return float(r), float(g), float(b)
+
+
+# ---------------------------------------------------------------------- the server's RTP and RTCP, in plaintext
+NTP_UNIX_OFFSET_S = 2_208_988_800
+
+
+def ntp_to_unix_ms(ntp: int) -> float:
+    return ((ntp >> 32) - NTP_UNIX_OFFSET_S) * 1000 + (ntp & 0xFFFFFFFF) * 1000 / (1 << 32)
+
+
+class WireTap:
+    """Every RTP and RTCP packet the in-process loopback server's DTLS transports decrypt (``received``) or are
+    about to encrypt (``sent``), parsed, in order; ``await tap.wait(predicate)`` waits for more (no sleeps).
+
+    Installed on aiortc's RTCDtlsTransport class (its private ``_handle_rtp_data``, ``_handle_rtcp_data`` and
+    ``_send_rtp``) for the test's duration: the server's side of every connection, as close to the wire as
+    plaintext gets.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from aiortc.rtcdtlstransport import RTCDtlsTransport
+        from aiortc.rtp import RtcpPacket, RtpPacket, is_rtcp
+
+        self.rtp_received: list[RtpPacket] = []
+        self.rtcp_received: list[Any] = []
+        self.rtp_sent: list[RtpPacket] = []
+        self.rtcp_sent: list[Any] = []
+        self._changed = asyncio.Event()
+        handle_rtp, handle_rtcp, send = (
+            RTCDtlsTransport._handle_rtp_data,
+            RTCDtlsTransport._handle_rtcp_data,
+            RTCDtlsTransport._send_rtp,
+        )
+
+        def record(into: list[Any], parse: Callable[[bytes], Any], data: bytes, many: bool) -> None:
+            try:
+                parsed = parse(data)
+            except ValueError:
+                return
+            if many:
+                into.extend(parsed)
+            else:
+                into.append(parsed)
+            self._changed.set()
+
+        async def tapped_rtp(transport: Any, data: bytes, arrival_time_ms: int) -> None:
+            record(self.rtp_received, RtpPacket.parse, data, many=False)
+            await handle_rtp(transport, data, arrival_time_ms)
+
+        async def tapped_rtcp(transport: Any, data: bytes) -> None:
+            record(self.rtcp_received, RtcpPacket.parse, data, many=True)
+            await handle_rtcp(transport, data)
+
+        async def tapped_send(transport: Any, data: bytes) -> None:
+            if is_rtcp(data):
+                record(self.rtcp_sent, RtcpPacket.parse, data, many=True)
+            else:
+                record(self.rtp_sent, RtpPacket.parse, data, many=False)
+            await send(transport, data)
+
+        monkeypatch.setattr(RTCDtlsTransport, "_handle_rtp_data", tapped_rtp)
+        monkeypatch.setattr(RTCDtlsTransport, "_handle_rtcp_data", tapped_rtcp)
+        monkeypatch.setattr(RTCDtlsTransport, "_send_rtp", tapped_send)
+
+    async def wait(self, predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:  # noqa: ASYNC109
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
+
+    def received_on(self, ssrc: int | None) -> list[Any]:
+        return [p for p in self.rtp_received if p.ssrc == ssrc]
+
+    def sent_on(self, ssrc: int | None) -> list[Any]:
+        return [p for p in self.rtp_sent if p.ssrc == ssrc]
+
+
+def rtpmap(sdp: str, mid: str) -> dict[int, str]:
+    """Payload type -> "codec/clock" of the section ``mid`` of an SDP."""
+    out: dict[int, str] = {}
+    for section in sdp.split("m=")[1:]:
+        lines = section.splitlines()
+        if f"a=mid:{mid}" not in lines:
+            continue
+        for line in lines:
+            if line.startswith("a=rtpmap:"):
+                pt, codec = line[len("a=rtpmap:") :].split(" ", 1)
+                out[int(pt)] = codec
+    return out
+
+
+def msids(sdp: str) -> dict[str, tuple[str, str]]:
+    """mid -> (msid stream id, msid track id) of every section of an SDP that sends."""
+    out: dict[str, tuple[str, str]] = {}
+    for section in sdp.split("m=")[1:]:
+        lines = section.splitlines()
+        mid = next((ln[len("a=mid:") :] for ln in lines if ln.startswith("a=mid:")), None)
+        msid = next((ln[len("a=msid:") :].split() for ln in lines if ln.startswith("a=msid:")), None)
+        if mid is not None and msid is not None and ("a=sendonly" in lines or "a=sendrecv" in lines):
+            out[mid] = (msid[0], msid[1])
+    return out

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 
-import pytest
 from livekit import api, rtc
 
 from loopback import LoopbackServer
@@ -21,6 +18,7 @@ from tests.loopback.loopback_helpers import (
     first_video_frames,
     mean_color,
     requires_netns,
+    running,
     tone_stats,
 )
 
@@ -31,23 +29,6 @@ MIC = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
 
 def camera(simulcast: bool = True) -> rtc.TrackPublishOptions:
     return rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA, simulcast=simulcast)
-
-
-@contextlib.asynccontextmanager
-async def running(*coros: object) -> AsyncIterator[None]:
-    tasks = [asyncio.ensure_future(c) for c in coros]  # type: ignore[call-overload]
-    try:
-        yield
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
-@pytest.fixture(params=["rtc_v1", "rtc_fallback"])
-def signalling_path(request: pytest.FixtureRequest, server: LoopbackServer) -> str:
-    server.rtc_v1 = request.param == "rtc_v1"
-    return str(request.param)
 
 
 async def test_audio_and_video_reach_the_other_participant(
