@@ -172,10 +172,6 @@ class RtcSession:
         return self._closed
 
     @property
-    def publisher_state(self) -> str:
-        return self._pub_pc.connectionState if self._pub_pc is not None else "new"
-
-    @property
     def subscribed_track_sids(self) -> list[str]:
         return sorted(self._subs)
 
