@@ -86,16 +86,28 @@ class GatewayMetrics:
     # how far behind real time each chunk of a segment arrived (ArrivalClock): the agent's pacing plus network and
     # scheduling delays on the way in; lag beyond the provider's buffer is an underrun that is not the gateway's doing
     arrival_lag: LatencyHistogram = field(default_factory=LatencyHistogram)
+    # a stream-pair vendor's (Simli's) media arrived at the gateway -> its audio went to the room's audio source,
+    # and its video frame to the video source (once its audio started to play)
+    republish_audio: LatencyHistogram = field(default_factory=LatencyHistogram)
+    republish_video: LatencyHistogram = field(default_factory=LatencyHistogram)
     since: float = field(default_factory=time.monotonic)
+
+    def record_republish(self, kind: str, seconds: float) -> None:
+        """A stream-pair frame's audio ("audio") or video ("video") left for the room `seconds` after it arrived."""
+        histogram = self.republish_audio if kind == "audio" else self.republish_video
+        histogram.record(max(0, round(seconds * 1e9)))
 
     def report(self) -> dict[str, object]:
         """The figures of the window that ends now, and a new window."""
         now = time.monotonic()
         figures: dict[str, object] = {"window_s": round(now - self.since, 3), "chunks": self.chunks,
                                       "hop": self.hop.summary(), "interrupt": self.interrupt.summary(),
-                                      "loop_lag": self.loop_lag.summary(), "arrival_lag": self.arrival_lag.summary()}
+                                      "loop_lag": self.loop_lag.summary(), "arrival_lag": self.arrival_lag.summary(),
+                                      "republish_audio": self.republish_audio.summary(),
+                                      "republish_video": self.republish_video.summary()}
         self.hop, self.interrupt, self.loop_lag = LatencyHistogram(), LatencyHistogram(), LatencyHistogram()
-        self.arrival_lag = LatencyHistogram()
+        self.arrival_lag, self.republish_audio, self.republish_video = (LatencyHistogram(), LatencyHistogram(),
+                                                                        LatencyHistogram())
         self.chunks, self.since = 0, now
         return figures
 

@@ -217,7 +217,8 @@ class SessionManager:
                            video=params.video, room=room)
         connection = None if p.headless else RoomConnection(room, on_lost=session.room_lost)
         pipeline = adapter.pipeline(PipelineParts(spec, session.book, connection, lead_ms=p.lead_ms,
-                                                  video_delay_ms=round(params.video_delay_s * 1000)))
+                                                  video_delay_ms=round(params.video_delay_s * 1000),
+                                                  on_republished=self.metrics.record_republish))
         log.info("session %s starting: provider=%s room=%s", session.name, params.provider, params.room_name)
         await session.start(pipeline, timeout_s=p.start_timeout_s)
         log.info("session %s active", session.name)

@@ -93,6 +93,7 @@ class AvatarFrame:
     segment_done: bool = False
     underrun: bool = False
     segment_cut: bool = False
+    arrived: float | None = None  # stream-pair frames: when the vendor's first sample of it reached the gateway
 
 
 class ProviderFault(enum.Enum):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +36,8 @@ class PipelineParts:
     connection: RoomConnection | None  # None: headless, the session joins no room
     lead_ms: int = 100
     video_delay_ms: int = 0
+    # a republished frame's audio or video left for the room this many seconds after its vendor media arrived
+    on_republished: Callable[[str, float], None] | None = None
 
 
 @dataclass(slots=True)
@@ -143,6 +146,7 @@ class PublishedPipeline(MediaPipeline):
             lead_ms=parts.lead_ms,
             video_delay_ms=parts.video_delay_ms,
             clock_only=parts.connection is None,
+            on_republished=parts.on_republished,
         )
         publisher.first_frame.add_done_callback(self._chain_first_frame)
         await publisher.start()

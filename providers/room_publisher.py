@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 
@@ -46,6 +47,7 @@ class RoomPublisher:
         lead_ms: int = 100,
         video_delay_ms: int = 0,
         clock_only: bool = False,
+        on_republished: Callable[[str, float], None] | None = None,
     ) -> None:
         self._fmt = audio
         self._video = video
@@ -54,10 +56,12 @@ class RoomPublisher:
         self._lead_s = lead_ms / 1000.0
         self._video_delay = audio.sample_rate * video_delay_ms // 1000
         self._clock_only = clock_only and connection is None
+        self._on_republished = on_republished
         self._lock = asyncio.Lock()
         self._media: MediaOutput | None = None
-        # video frames waiting for their audio to start playing: (first output sample, frame, timestamp)
-        self._video_line: deque[tuple[int, rtc.VideoFrame, float]] = deque()
+        # video frames waiting for their audio to start playing: (first output sample, frame, timestamp, arrival of
+        # a republished frame's vendor media)
+        self._video_line: deque[tuple[int, rtc.VideoFrame, float, float | None]] = deque()
         self._video_ready = asyncio.Event()
         self._wake: asyncio.Future[None] | None = None
         self.videos_released = 0
@@ -130,12 +134,16 @@ class RoomPublisher:
                     elif frame.underrun:
                         tracker.underrun(frame.segment_id)
                     await media.push_audio(frame.audio, tracker.pushed / rate)
+                    if frame.arrived is not None and self._on_republished is not None:
+                        self._on_republished("audio", time.monotonic() - frame.arrived)
                     if delayed:
-                        self._video_line.append((start, frame.video, index * frame_duration))
+                        self._video_line.append((start, frame.video, index * frame_duration, frame.arrived))
                         self._video_ready.set()
                     else:
                         await media.push_video(frame.video, index * frame_duration)
                         self._frame_shown()
+                        if frame.arrived is not None and self._on_republished is not None:
+                            self._on_republished("video", time.monotonic() - frame.arrived)
                     tracker.heard_up_to(self._heard())
                     index += 1
                 ahead = media.queued_duration
@@ -160,13 +168,15 @@ class RoomPublisher:
                 self._video_ready.clear()
                 await self._video_ready.wait()
                 continue
-            start, video, ts = line[0]
+            start, video, ts, arrived = line[0]
             wait = (start + self._video_delay - self._heard()) / rate
             if wait > 0.001:
                 await asyncio.sleep(wait)
                 continue
             line.popleft()
             await media.push_video(video, ts)
+            if arrived is not None and self._on_republished is not None:
+                self._on_republished("video", time.monotonic() - arrived)
             self._frame_shown()
 
     def _frame_shown(self) -> None:

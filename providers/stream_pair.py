@@ -116,7 +116,7 @@ class StreamPairFramer:
             index += 1
             self.frames_out += 1
             yield AvatarFrame(self._video_at(arrived, captured), audio, label.segment_id, label.samples, label.done,
-                              label.underrun, segment_cut=label.cut)
+                              label.underrun, segment_cut=label.cut, arrived=arrived)
 
     async def _wait_for(self, n: int) -> None:
         need = max(n, self._prebuffer) if not self._primed else n
