@@ -54,7 +54,7 @@ async def start_gateway(lk: LoopbackServer) -> tuple[asyncio.subprocess.Process,
     return proc, port
 
 
-async def demo(out: Path) -> int:
+async def demo(out: Path, provider: str) -> int:
     mp4_path, sheet_path = out / "avatar.mp4", out / "avatar-contact-sheet.png"
     async with LoopbackServer(loopback_host(), 0, API_KEY, secrets.token_urlsafe(32)) as lk:
         print(f"loopback LiveKit development server: {lk.url}")
@@ -65,7 +65,9 @@ async def demo(out: Path) -> int:
         try:
             async with AvatarGatewayClient(f"127.0.0.1:{port}") as client:
                 t_start = time.monotonic()
-                session = await client.start_session("mock", room_name=ROOM, agent_identity=AGENT)
+                # the recording's size: a provider with another aspect (Simli's square faces) is fitted into it
+                session = await client.start_session(provider, room_name=ROOM, agent_identity=AGENT, width=640,
+                                                     height=480, fps=30)
                 t_active = time.monotonic()
                 print(f"session {session.name}: avatar {session.avatar_identity} ACTIVE after "
                       f"{(t_active - t_start) * 1000:.0f} ms")
@@ -134,12 +136,17 @@ async def demo(out: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("out"), help="folder for the MP4 and the contact sheet")
+    parser.add_argument("--provider", choices=("mock", "simli"), default="mock",
+                        help="the avatar: the mock (default, no external service) or Simli (needs SIMLI_API_KEY and "
+                             "SIMLI_FACE_ID)")
     args = parser.parse_args()
     reason = not_in_namespace_reason()
     if reason is not None:
         sys.exit(f"demo: {reason} (run it as ./run demo)")
+    if args.provider == "simli" and not (os.environ.get("SIMLI_API_KEY") and os.environ.get("SIMLI_FACE_ID")):
+        sys.exit("demo: --provider simli needs SIMLI_API_KEY and SIMLI_FACE_ID in the environment")
     args.out.mkdir(parents=True, exist_ok=True)
-    sys.exit(asyncio.run(demo(args.out)))
+    sys.exit(asyncio.run(demo(args.out, args.provider)))
 
 
 if __name__ == "__main__":
