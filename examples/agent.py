@@ -36,6 +36,7 @@ class Timeline:
     events: list[tuple[float, PlaybackEvent]] = field(default_factory=list)
     interrupt_sent: float = 0.0
     utterances: list[tuple[float, float]] = field(default_factory=list)  # (start s, end s) within the clip
+    sent: list[np.ndarray] = field(default_factory=list)  # what the agent sent, segment by segment
 
 
 async def speak(stream: AudioStream, pcm: np.ndarray, rate: int, *, speed: float = 2.0, end: bool = True) -> None:
@@ -73,6 +74,7 @@ async def converse(client: AvatarGatewayClient, session: str, *, interrupt_after
 
         reader = asyncio.create_task(read())
         timeline.first_send = time.monotonic()
+        timeline.sent.append(pcm[:cut])
         talker = asyncio.create_task(speak(stream, pcm[:cut], rate))
         await _until(started, reader)
         await asyncio.sleep(interrupt_after)  # the user talks over the avatar after this long
@@ -83,6 +85,7 @@ async def converse(client: AvatarGatewayClient, session: str, *, interrupt_after
         talker.cancel()  # the TTS stops mid-chunk: the stream stays usable
         await asyncio.gather(talker, return_exceptions=True)
         await _until(finished, reader)
+        timeline.sent.append(pcm[cut:])
         await speak(stream, pcm[cut:], rate)
     await reader
     return timeline

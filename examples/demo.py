@@ -19,13 +19,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from agent_client import AvatarGatewayClient, PlaybackFinished, PlaybackStarted
 from examples.agent import converse
 from loopback import LoopbackServer, loopback_host, not_in_namespace_reason
 from viewer.contact_sheet import contact_sheet
 from viewer.mp4 import Mp4Writer
 from viewer.participant import Viewer
-from viewer.sync import av_offset
+from viewer.sync import av_offset, envelope_level
 
 ROOM = "demo"
 AGENT = "agent-1"
@@ -33,6 +35,7 @@ API_KEY = "devkey"
 # measured on the loopback path (see BENCHMARKS.md): its receive side held audio ~110 ms longer than video while the
 # server re-encoded every track; forwarding RTP it measures ~50 ms (this value awaits re-calibration)
 VIDEO_DELAY_MS = 110
+VOICED = 0.3  # a 10 ms chunk with at least this envelope level is voice (the mock's mouth is well open there)
 INTERRUPT_WINDOW_S = 0.5  # frame gaps this soon after clear_buffer was sent are the frames it discarded
 
 
@@ -105,6 +108,7 @@ async def demo(out: Path, provider: str) -> int:
     if first_voice is not None and first_lips is not None:
         report["audio sent -> voice heard at the viewer"] = f"{(first_voice - timeline.first_send) * 1000:.0f} ms"
         report["audio sent -> lips moving at the viewer"] = f"{(first_lips - timeline.first_send) * 1000:.0f} ms"
+    rate = 16000  # the clip's
     fps = 30
     span = rx.video[-1].t - rx.video[0].t if rx.video else 0.0
     report["video frames received"] = f"{len(rx.video)} over {span:.1f} s ({len(rx.video) / max(span, 1e-9):.1f} fps)"
@@ -114,9 +118,18 @@ async def demo(out: Path, provider: str) -> int:
     at_interrupt = sum(n for t, n in gaps if interrupt and interrupt <= t <= interrupt + INTERRUPT_WINDOW_S)
     report["dropped frames"] = str(sum(n for _, n in gaps) - at_interrupt)
     report["stale frames discarded at the interrupt"] = str(at_interrupt)
-    report["audio received"] = f"{rx.audio_samples / 48000:.1f} s"
     starts = [e for _, e in timeline.events if isinstance(e, PlaybackStarted)]
     finishes = [e for _, e in timeline.events if isinstance(e, PlaybackFinished)]
+    report["audio received"] = f"{rx.audio_samples / 48000:.1f} s (from subscription to leaving)"
+    # what was sent against what was heard: the voiced 10 ms of each segment up to where it was heard, against the
+    # voiced 10 ms at the viewer
+    expected = sum(_voiced_s(pcm[: round(f.position * rate)], rate) for pcm, f in zip(timeline.sent, finishes,
+                                                                                      strict=False))
+    received_voice = sum(0.01 for _, level in rx.audio if level >= VOICED)
+    report["speech: sent, heard, voiced at the viewer"] = (
+        f"{sum(p.size for p in timeline.sent) / rate:.2f} s sent, {sum(f.position for f in finishes):.2f} s heard "
+        f"(playback positions); voice in {received_voice:.2f} s at the viewer for {expected:.2f} s voiced in what "
+        f"was heard")
     report["playback events"] = f"{len(starts)} started, {len(finishes)} finished: " + ", ".join(
         f"#{f.segment_id} {f.position:.2f}s{' interrupted' if f.interrupted else ''}" for f in finishes)
     stills = [(d, w, h) for t, d, w, h in rx.stills if timeline.first_send <= t][::2][:12]
@@ -131,6 +144,12 @@ async def demo(out: Path, provider: str) -> int:
         print(f"  {key:<{width}}  {value}")
     ok = len(finishes) == 2 and finishes[0].interrupted and not finishes[1].interrupted and not leftovers
     return 0 if ok else 1
+
+
+def _voiced_s(pcm: np.ndarray, rate: int) -> float:
+    """Seconds of `pcm` in 10 ms chunks loud enough to count as voice (envelope_level >= VOICED)."""
+    step = rate // 100
+    return 0.01 * sum(envelope_level(pcm[i : i + step]) >= VOICED for i in range(0, pcm.size - step + 1, step))
 
 
 def main() -> None:

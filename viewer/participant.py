@@ -81,11 +81,11 @@ class Viewer:
         sdk_logs.install()
         self.room.on("track_subscribed", self._on_track)
         self.room.on("participant_disconnected", self._on_left)
+        # Every subscription, those made while connecting included, comes as a track_subscribed event (the handler is
+        # registered before connect). Streams are opened from those events only: a publication's `track` read
+        # while the subscription is still being set up can carry a handle the SDK does not know yet ("handle is not
+        # a livekit_ffi::server::room::FfiTrack").
         await self.room.connect(self._url, self._token, rtc.RoomOptions(auto_subscribe=True))
-        for p in self.room.remote_participants.values():
-            for pub in p.track_publications.values():
-                if pub.track is not None and isinstance(pub, rtc.RemoteTrackPublication):
-                    self._on_track(pub.track, pub, p)
 
     def _on_left(self, participant: rtc.RemoteParticipant) -> None:
         if participant.identity == self.avatar_identity:

@@ -41,6 +41,8 @@ async def fake_simli() -> AsyncIterator[FakeSimli]:
     async with FakeSimli(loopback_host(), api_keys=(KEY, BROKE_KEY), faces={FACE, OTHER_FACE},
                          billing_blocked=(BROKE_KEY,)) as fake:
         yield fake
+        # torn down after the gateways of the test (requested after this fixture): none left a session open
+        await fake.wait_open_sessions(0, timeout=WAIT)
 
 
 @pytest.fixture
