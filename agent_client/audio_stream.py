@@ -100,6 +100,9 @@ class AudioStream:
         """Send the config and wait for `ready`."""
         await self._write(pb.StreamAudioRequest(config=pb.StreamAudioConfig(session=self._session, format=self._fmt)))
         resp = await self._read()
+        if resp is not None and resp.WhichOneof("response") == "error":
+            self._call.cancel()  # the call's own status is the same one: nothing more to read
+            raise from_status(resp.error)
         if resp is None or resp.WhichOneof("response") != "ready":
             raise GatewayError(grpc.StatusCode.INTERNAL, "the gateway did not acknowledge the stream config")
         self.ready = resp.ready

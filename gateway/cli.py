@@ -120,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
             supervisor = Supervisor(argv[1:], config.workers, config.listen, config.shutdown_grace_s)
             return asyncio.run(supervisor.run(args.port_file))
         asyncio.run(serve(config, args.port_file, cluster))
+    except ValueError as exc:  # a setting that only the providers can judge (gateway.config.check_api_keys)
+        print(f"avatar-gateway: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         log.error("cannot serve: %s", exc)
         return 1

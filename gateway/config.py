@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 
@@ -55,13 +55,26 @@ class GatewayConfig:
 def parse_api_keys(spec: str) -> dict[str, Caller]:
     """`principal:key[:provider|provider...]` entries separated by commas."""
     keys: dict[str, Caller] = {}
-    for entry in filter(None, (e.strip() for e in spec.split(","))):
+    for number, entry in enumerate(filter(None, (e.strip() for e in spec.split(","))), start=1):
         parts = entry.split(":")
         if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
             raise ValueError("each API key entry must be principal:key or principal:key:provider|provider")
         providers = frozenset(filter(None, parts[2].split("|"))) if len(parts) == 3 else frozenset()
+        if parts[1] in keys:  # never name the key itself: it is a secret
+            raise ValueError(f"AVATAR_GATEWAY_API_KEYS entry {number} ({parts[0]!r}) repeats the API key of "
+                             f"{keys[parts[1]].principal!r}: every key must belong to one principal")
         keys[parts[1]] = Caller(parts[0], providers)
     return keys
+
+
+def check_api_keys(api_keys: Mapping[str, Caller], providers: Iterable[str]) -> None:
+    """ValueError if a key is limited to a provider this gateway does not know (a typo would lock it out)."""
+    known = set(providers)
+    for caller in api_keys.values():
+        unknown = sorted(caller.providers - known)
+        if unknown:
+            raise ValueError(f"AVATAR_GATEWAY_API_KEYS: {caller.principal!r} is limited to unknown provider(s) "
+                             f"{', '.join(unknown)}; known: {', '.join(sorted(known))}")
 
 
 def _flag(value: str | None) -> bool:

@@ -34,6 +34,7 @@ class GatewayError(Exception):
         self.reason = reason
         self.metadata = dict(metadata or {})
         self.details = list(details)
+        self.sent_in_band = False  # StreamAudio: already written as the stream's last response
 
     def to_status(self) -> grpc.Status:
         """The grpc.Status carrying the google.rpc.Status with ErrorInfo first, then the other details."""

@@ -27,29 +27,35 @@ def key_of(session: pb.Session) -> ListKey:
     return session.create_time.ToNanoseconds(), session.name
 
 
-def encode_token(key: ListKey) -> str:
-    """The token of the page that starts after `key`."""
-    return base64.urlsafe_b64encode(f"v2:{key[0]}:{key[1]}".encode()).decode()
+def encode_token(key: ListKey, show_ended: bool) -> str:
+    """The token of the page that starts after `key`, for calls with this `show_ended` (AIP-158: a token is only
+    good with the other fields of the call that produced it)."""
+    return base64.urlsafe_b64encode(f"v3:{int(show_ended)}:{key[0]}:{key[1]}".encode()).decode()
 
 
-def decode_token(token: str) -> ListKey | None:
-    """The position a token starts after; None for the first page; INVALID_ARGUMENT for a token not ours."""
+def decode_token(token: str, show_ended: bool) -> ListKey | None:
+    """The position a token starts after; None for the first page; INVALID_ARGUMENT for a token not ours or one
+    issued for another `show_ended`."""
     if not token:
         return None
     try:
-        kind, ns, name = base64.urlsafe_b64decode(token.encode()).decode().split(":", 2)
-        if kind != "v2":
+        kind, ended, ns, name = base64.urlsafe_b64decode(token.encode()).decode().split(":", 3)
+        if kind != "v3" or ended not in ("0", "1"):
             raise ValueError
-        return int(ns), name
+        key = int(ns), name
     except (ValueError, UnicodeDecodeError):
         raise errors.invalid_argument("page_token", "page_token is not one this gateway issued",
                                       "INVALID_PAGE_TOKEN") from None
+    if ended != str(int(show_ended)):
+        raise errors.invalid_argument("page_token", f"page_token was issued for show_ended={ended == '1'}; call "
+                                      "again with the same show_ended, or without page_token", "PAGE_TOKEN_MISMATCH")
+    return key
 
 
-def merge(pages: list[list[pb.Session]], size: int, more: bool) -> tuple[list[pb.Session], str]:
+def merge(pages: list[list[pb.Session]], size: int, more: bool, show_ended: bool) -> tuple[list[pb.Session], str]:
     """Several processes' pages (each in list order, cut at `size`) as one page and its next token. `more`: some
     process had rows past its own page."""
     rows = sorted((s for page in pages for s in page), key=key_of, reverse=True)
     page = rows[:size]
-    token = encode_token(key_of(page[-1])) if page and (more or len(rows) > size) else ""
+    token = encode_token(key_of(page[-1]), show_ended) if page and (more or len(rows) > size) else ""
     return page, token

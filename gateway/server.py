@@ -14,7 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gateway.cluster import ClusterDirectory, ClusterSpec, Peers, internal_handler
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, check_api_keys
 from gateway.interceptors import ErrorInterceptor
 from gateway.metrics import probe_loop_lag
 from gateway.service import AvatarProviderService
@@ -59,7 +59,9 @@ class GatewayServer:
             self._peers = Peers(cluster, config.max_message_bytes)
             self._directory = ClusterDirectory(cluster, self._peers)
         self.config = config
-        self.manager = SessionManager(config, registry or build_registry(), self._directory)
+        registry = registry or build_registry()
+        check_api_keys(config.api_keys, (adapter.info.name for adapter in registry))
+        self.manager = SessionManager(config, registry, self._directory)
         self.service = AvatarProviderService(config, self.manager, self._peers)
         self.health = health.aio.HealthServicer()
         self._server = self._grpc_server(share_port=cluster is not None)

@@ -84,7 +84,7 @@ class AvatarProviderService(pb_grpc.AvatarProviderServicer):
             Forwarder(self._peers.stub(i), context).unary("ListSessions", request) for i in self._peers.others()))
         pages = [page, *(list(r.sessions) for r in others)]
         more = bool(token) or any(r.next_page_token for r in others)
-        merged, next_token = paging.merge(pages, paging.page_size(request.page_size), more)
+        merged, next_token = paging.merge(pages, paging.page_size(request.page_size), more, request.show_ended)
         return pb.ListSessionsResponse(sessions=merged, next_page_token=next_token)
 
     async def EndSession(self, request: pb.EndSessionRequest, context: Ctx) -> pb.EndSessionResponse:
@@ -118,6 +118,17 @@ class AvatarProviderService(pb_grpc.AvatarProviderServicer):
 
     async def StreamAudio(self, request_iterator: AsyncIterator[stream_pb.StreamAudioRequest], context: Ctx
                           ) -> None:
+        try:
+            await self._stream_audio(request_iterator, context)
+        except errors.GatewayError as exc:
+            if not exc.sent_in_band:
+                # the proto's contract: a failing stream's last response is its status, in band, whatever failed
+                with contextlib.suppress(Exception):
+                    await context.write(stream_pb.StreamAudioResponse(error=exc.to_proto()))
+            raise
+
+    async def _stream_audio(self, request_iterator: AsyncIterator[stream_pb.StreamAudioRequest], context: Ctx
+                            ) -> None:
         caller = self._caller(context)
         requests = aiter(request_iterator)
         first = await anext(requests, None)
@@ -133,6 +144,8 @@ class AvatarProviderService(pb_grpc.AvatarProviderServicer):
             with self._relaying():
                 await self._forwarder(moved, context).bidi("StreamAudio", first, requests)
             return
+        if not config.HasField("format"):
+            raise errors.invalid_argument("config.format", "config.format is required", "MISSING_FIELD")
         fmt = validate_format(config.format)
         if session.state is not State.ACTIVE:
             raise errors.failed_precondition(

@@ -72,14 +72,14 @@ class SessionManager:
                   ) -> tuple[list[pb_session.Session], str]:
         """One page of the caller's sessions in this process, newest first (gateway.paging)."""
         size = paging.page_size(page_size)
-        after = paging.decode_token(page_token)
+        after = paging.decode_token(page_token, show_ended)
         rows = [(_list_key(s), s) for s in self._sessions.values()
                 if s.params.owner == caller.principal and (show_ended or s.state not in TERMINAL)]
         if after is not None:
             rows = [(key, s) for key, s in rows if key < after]
         rows.sort(key=lambda row: row[0], reverse=True)
         page = [session_pb(s) for _, s in rows[:size]]  # only the page is converted
-        return paging.merge([page], size, more=len(rows) > size)
+        return paging.merge([page], size, more=len(rows) > size, show_ended=show_ended)
 
     def active(self) -> list[AvatarSession]:
         """Sessions that are not terminal."""

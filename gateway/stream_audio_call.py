@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 MIN_RATE, MAX_RATE = 8000, 48000
 # after a stream-fatal input error: how long to keep draining the agent's messages before ending the call
 ERROR_DRAIN_S = 2.0
+# chunks shorter than this are gathered before they are resampled and queued: converting and queueing costs about
+# the same for one sample as for 10 ms, so an agent sending tiny chunks would otherwise starve its own avatar
+GATHER_S = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,8 @@ class StreamAudioCall:
         self._max_buffered_s = max_buffered_s
         self._max_chunk = max_chunk_bytes
         self._frame_bytes = 2 * fmt.channels
+        self._gather_bytes = max(1, round(fmt.sample_rate * GATHER_S)) * self._frame_bytes
+        self._gathered = bytearray()  # tiny chunks of the open segment not yet converted (< GATHER_S of audio)
         self._local: dict[int, int] = {}  # session segment id -> stream segment id
         self._unfinished: set[int] = set()
         self._current: int | None = None  # open segment (session id)
@@ -127,6 +132,7 @@ class StreamAudioCall:
             received = time.perf_counter_ns()
             self._current = None
             self._resampler = None
+            self._gathered.clear()
             self._arrival.reset()
             await self.session.interrupt()
             self._metrics.interrupt.record(time.perf_counter_ns() - received)
@@ -165,6 +171,12 @@ class StreamAudioCall:
                 "PLAYOUT_BUFFER_FULL", "playout_buffer", {"limit_ms": str(int(self._max_buffered_s * 1000))})
         seg = self._current if self._current is not None else self._open()
         assert self._resampler is not None
+        if self._gathered or len(pcm) < self._gather_bytes:
+            self._gathered += pcm
+            if len(self._gathered) < self._gather_bytes:
+                self._metrics.chunks += 1
+                return
+            pcm, self._gathered = bytes(self._gathered), bytearray()
         out = self._resampler.push(pcm)
         if out.size:
             await self.session.push_audio(seg, out)
@@ -177,6 +189,11 @@ class StreamAudioCall:
     async def _end_segment(self) -> None:
         seg = self._current if self._current is not None else self._open()
         assert self._resampler is not None
+        if self._gathered:
+            gathered = self._resampler.push(bytes(self._gathered))
+            self._gathered.clear()
+            if gathered.size:
+                await self.session.push_audio(seg, gathered)
         tail = self._resampler.flush()
         if tail.size:
             await self.session.push_audio(seg, tail)
@@ -206,6 +223,7 @@ class StreamAudioCall:
                         await self._finish_all()
                         await self._write_pending(context)
                         await context.write(pb.StreamAudioResponse(error=item.error.to_proto()))
+                        item.error.sent_in_band = True
                         with contextlib.suppress(TimeoutError):
                             async with asyncio.timeout(ERROR_DRAIN_S):
                                 await self._input_closed.wait()

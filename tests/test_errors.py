@@ -50,6 +50,7 @@ from gateway.stream_audio_call import StreamAudioCall
 from providers.base import AvatarFrame, ProviderError, ProviderSession, SessionSpec
 from providers.mock.provider import MOCK_INFO, MockProvider, MockSession
 from providers.registry import ProviderRegistry
+from tests.cli_process import clean_env, gateway_executable
 from tests.conftest import chunks, speech
 
 WAIT = 20.0  # safety net only: a test that needs it has hung
@@ -272,6 +273,12 @@ async def raw_stream(conn: Conn, requests: Sequence[Req]) -> tuple[list[spb.Stre
     return responses, error
 
 
+def assert_only_error(responses: Sequence[spb.StreamAudioResponse], err: GatewayError) -> None:
+    """A stream refused before it was ready: its one response is its status, in band."""
+    assert [r.WhichOneof("response") for r in responses] == ["error"], responses
+    assert (responses[0].error.code, responses[0].error.message) == (err.code.value[0], err.message)
+
+
 def check_bad_stream_responses(responses: Sequence[spb.StreamAudioResponse], segments: int) -> None:
     """Before a stream-fatal error: ready (if the config was accepted) and exactly one interrupted
     playback_finished for each of the `segments` segments it opened; never a session_ended."""
@@ -447,7 +454,7 @@ async def test_unauthenticated(make_gateway: MakeGateway, api_key: str | None) -
         async with playing(alice.client, a):
             responses, err = await raw_stream(stranger, [])  # refused on its metadata: nothing to write
         UNAUTHENTICATED.check(err)
-        assert responses == []
+        assert_only_error(responses, err)
         assert await alice.count() == 2  # nothing started, nothing ended
         await assert_serves(alice.client, b)
 
@@ -489,7 +496,7 @@ async def test_caller_cannot_touch_another_callers_session(make_gateway: MakeGat
             denied.check(await failure(first_watch_item(alice.client, b)), b=b)
             responses, err = await raw_stream(alice, [cfg(b)])
             denied.check(err, b=b)
-            assert responses == []
+            assert_only_error(responses, err)
         assert [s.name async for s in alice.client.list_sessions(show_ended=True)] == [a]
         await assert_serves(bob.client, b)
 
@@ -568,7 +575,8 @@ async def test_bad_session_name(client: AvatarGatewayClient, name: str) -> None:
 
 
 def token(text: bytes) -> str:
-    """A page token made of `text` (the gateway's own are base64 of "v2:<create time ns>:<session name>")."""
+    """A page token made of `text` (the gateway's own are base64 of "v3:<show_ended 0|1>:<create time ns>:<session
+    name>")."""
     return base64.urlsafe_b64encode(text).decode()
 
 
@@ -581,6 +589,8 @@ def token(text: bytes) -> str:
     (0, token(b"v2:five:sessions/a"), "page_token", "INVALID_PAGE_TOKEN"),
     (0, token(b"v1:5"), "page_token", "INVALID_PAGE_TOKEN"),
     (0, token(b"v3:1:sessions/a"), "page_token", "INVALID_PAGE_TOKEN"),
+    (0, token(b"v3:2:5:sessions/a"), "page_token", "INVALID_PAGE_TOKEN"),
+    (0, token(b"v2:5:sessions/a"), "page_token", "INVALID_PAGE_TOKEN"),
     (0, token(b"\xff\xfe:1"), "page_token", "INVALID_PAGE_TOKEN"),
     (0, "sessions/\u00e9", "page_token", "INVALID_PAGE_TOKEN"),
 ])
@@ -589,6 +599,18 @@ async def test_list_sessions_invalid_argument(client: AvatarGatewayClient, page_
     await client.start_session("mock", room_name="r", agent_identity="a")
     err = await failure(client.list_sessions_page(page_size=page_size, page_token=page_token))
     invalid(field_name, reason).check(err)
+
+
+async def test_page_token_is_good_only_with_the_show_ended_it_was_issued_for(client: AvatarGatewayClient) -> None:
+    """AIP-158: a page token from a call with show_ended=true is refused by one with show_ended=false."""
+    for i in range(3):
+        await client.start_session("mock", room_name="r", agent_identity="a", session_id=f"paged-{i}")
+    _, next_token = await client.list_sessions_page(page_size=1, show_ended=True)
+    assert next_token
+    err = await failure(client.list_sessions_page(page_size=1, page_token=next_token, show_ended=False))
+    invalid("page_token", "PAGE_TOKEN_MISMATCH").check(err)
+    second, _ = await client.list_sessions_page(page_size=1, page_token=next_token, show_ended=True)
+    assert [s.name for s in second] == ["sessions/paged-1"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -628,7 +650,7 @@ STREAM_CASES = [
     StreamCase("bad-session-name", lambda n: [cfg(n.removeprefix("sessions/"))],
                invalid("config.session", "INVALID_SESSION_NAME")),
     StreamCase("no-format", lambda n: [Req(config=spb.StreamAudioConfig(session=n))],
-               invalid("config.format.sample_rate_hz", "UNSUPPORTED_SAMPLE_RATE")),
+               invalid("config.format", "MISSING_FIELD")),
     StreamCase("rate-0", lambda n: [cfg(n, rate=0)], invalid("config.format.sample_rate_hz",
                                                               "UNSUPPORTED_SAMPLE_RATE")),
     StreamCase("rate-1e6", lambda n: [cfg(n, rate=10**6)], invalid("config.format.sample_rate_hz",
@@ -675,6 +697,10 @@ async def test_bad_stream_input(make_gateway: MakeGateway, case: StreamCase) -> 
             responses, err = await raw_stream(conn, case.requests(target))
         case.expect.check(err, target=target)
         check_bad_stream_responses(responses, case.segments)
+        # the proto's contract: the status is also the stream's last response, in band
+        assert responses and responses[-1].WhichOneof("response") == "error", [r.WhichOneof("response")
+                                                                               for r in responses]
+        assert (responses[-1].error.code, responses[-1].error.message) == (err.code.value[0], err.message)
         if case.segments:
             stats = (await conn.client.get_session(b)).stats
             assert (stats.segments_opened, stats.segments_finished, stats.segments_interrupted) == (case.segments,) * 3
@@ -709,7 +735,7 @@ async def test_second_concurrent_stream(client: AvatarGatewayClient, gateway: Ga
             responses, err = await raw_stream(conn, [cfg(b)])
             Expect(Code.FAILED_PRECONDITION, "STREAM_ALREADY_OPEN", precondition=("SESSION_STREAM", "{b}"),
                    metadata={"session": "{b}"}).check(err, b=b)
-            assert responses == []
+            assert_only_error(responses, err)
         await assert_serves(client, b)
 
 
@@ -796,7 +822,7 @@ async def test_session_still_starting(make_gateway: MakeGateway) -> None:
         name = "sessions/slow-one"
         assert (await first_watch_item(conn.client, name)).state == session_pb2.SESSION_STATE_STARTING
         responses, err = await raw_stream(conn, [cfg(name)])
-        assert responses == []
+        assert_only_error(responses, err)
         Expect(Code.FAILED_PRECONDITION, "SESSION_NOT_ACTIVE", precondition=("SESSION_STATE", name),
                metadata={"state": "STARTING"}).check(err)
         gate.set()
@@ -1100,3 +1126,57 @@ async def test_agent_writing_past_the_playout_cap_sees_the_quota_failure(make_ga
 
         err = await failure(stream_five_seconds())
         Expect(Code.RESOURCE_EXHAUSTED, "PLAYOUT_BUFFER_FULL", quota="playout_buffer").check(err)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bytes that are not a protobuf message
+# ---------------------------------------------------------------------------------------------------------------
+CORRUPT = b"\x0a\xff\xff\xff\xff\x0f"  # field 1, a length far beyond the message
+
+
+@pytest.mark.parametrize("method", ["StartSession", "GetSession", "EndSession", "ListSessions", "WatchSession",
+                                    "ListProviders"])
+async def test_corrupt_request_bytes_are_invalid_argument(gateway: GatewayServer, method: str,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """INVALID_ARGUMENT with a BadRequest, one log line without a traceback, and the gateway keeps serving."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+        path = f"/avatar.v1.AvatarProvider/{method}"
+        if method == "WatchSession":
+            call: Any = channel.unary_stream(path)(CORRUPT, timeout=WAIT)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                async for _ in call:
+                    pass
+        else:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await channel.unary_unary(path)(CORRUPT, timeout=WAIT)
+    err = from_rpc_error(info.value)
+    Expect(Code.INVALID_ARGUMENT, "UNDECODABLE_REQUEST", bad_field="request").check(err)
+    assert "DecodeError" not in err.message and "Unexpected" not in err.message
+    assert not [r for r in caplog.records if r.exc_info], "no traceback is logged for a bad request"
+    async with Conn(gateway) as conn:
+        await conn.start("after-corrupt")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# API key settings refused at startup
+# ---------------------------------------------------------------------------------------------------------------
+def test_one_api_key_for_two_principals_is_refused() -> None:
+    with pytest.raises(ValueError, match="repeats the API key of 'alice'") as info:
+        parse_api_keys("alice:shared-secret-key,bob:shared-secret-key")
+    assert "shared-secret-key" not in str(info.value)
+
+
+async def test_a_key_limited_to_an_unknown_provider_is_refused(make_gateway: MakeGateway) -> None:
+    with pytest.raises(ValueError, match="'bob' is limited to unknown provider\\(s\\) mokc; known: mock, simli"):
+        await make_gateway(api_keys=parse_api_keys("alice:k1,bob:k2:mokc"))
+
+
+async def test_the_cli_refuses_bad_api_key_settings() -> None:
+    for spec, message in (("a:k,b:k", "repeats the API key"), ("a:k:nope", "unknown provider(s) nope")):
+        proc = await asyncio.create_subprocess_exec(
+            str(gateway_executable()), "serve", "--headless", "--listen", "127.0.0.1:0",
+            env=clean_env(AVATAR_GATEWAY_API_KEYS=spec), stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE)
+        async with asyncio.timeout(WAIT):
+            _, err = await proc.communicate()
+        assert proc.returncode == 2 and message in err.decode(), err.decode()

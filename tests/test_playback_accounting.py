@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 import pytest
 
 from agent_client import (
@@ -23,6 +26,9 @@ from agent_client import (
 )
 from gateway.server import GatewayServer
 from gateway.service import ANONYMOUS
+from providers.base import ProviderSession, SessionSpec
+from providers.mock.provider import MockProvider
+from providers.registry import ProviderRegistry
 from tests.conftest import chunks, speech, start_mock
 
 WAIT = 20.0  # safety net only: a test that needs it has hung
@@ -287,3 +293,40 @@ async def test_concurrent_clear_and_cancelled_talker_keep_the_stream_usable(clie
     assert all(f.interrupted for seg, f in fins.items() if seg != last)
     opened, finished, _ = await stats(client, name)
     assert opened == finished == len(fins)
+
+
+class CountingMock(MockProvider):
+    """The mock, counting the audio pushes its sessions get."""
+
+    def __init__(self) -> None:
+        self.pushes = 0
+
+    async def start(self, spec: SessionSpec) -> ProviderSession:
+        session = await super().start(spec)
+        counter = self
+        original = session.push_audio
+
+        async def push_audio(segment_id: int, pcm: np.ndarray) -> None:
+            counter.pushes += 1
+            await original(segment_id, pcm)
+
+        session.push_audio = push_audio  # type: ignore[method-assign]
+        return session
+
+
+async def test_tiny_chunks_are_gathered_before_they_are_queued(make_gateway: Callable[..., Any]) -> None:
+    """10,000 one-sample chunks (0.625 s at 16 kHz) reach the provider in 10 ms pieces, not one by one (each push
+    costs about as much as a 10 ms one), and every sample is heard."""
+    counting = CountingMock()
+    server = await make_gateway(registry=ProviderRegistry([counting]))
+    async with AvatarGatewayClient(f"127.0.0.1:{server.port}", timeout=WAIT) as client:
+        name = await start_mock(client, provider_options={"sample_rate": "16000"})
+        samples = speech(0.625)
+        async with client.stream_audio(name, sample_rate=16000) as stream:
+            for i in range(samples.size):
+                await stream.send(samples[i : i + 1].tobytes())
+            await stream.end_segment()
+        events = await drain(stream)
+    [done] = [e for e in events if isinstance(e, PlaybackFinished)]
+    assert done.position == pytest.approx(0.625, abs=1e-9) and not done.interrupted
+    assert counting.pushes <= samples.size // 160 + 1, counting.pushes
