@@ -126,6 +126,19 @@ def permission_denied(message: str, metadata: Mapping[str, str] | None = None) -
     return GatewayError(grpc.StatusCode.PERMISSION_DENIED, message, "PERMISSION_DENIED", metadata=metadata)
 
 
+def request_id_reused(request_id: str, session: str | None) -> GatewayError:
+    """A StartSession request_id already used with other parameters; names the session it started (None when that
+    session is another caller's: its name is not theirs to learn)."""
+    message = "request_id was already used for a different StartSession request"
+    metadata = {"request_id": request_id}
+    if session is None:
+        return GatewayError(grpc.StatusCode.ALREADY_EXISTS, message, "REQUEST_ID_REUSED", metadata=metadata)
+    info = error_details_pb2.ResourceInfo(resource_type=SESSION_TYPE, resource_name=session,
+                                          description=f"started by request_id {request_id}")
+    return GatewayError(grpc.StatusCode.ALREADY_EXISTS, message, "REQUEST_ID_REUSED",
+                        metadata={**metadata, "session": session}, details=[info])
+
+
 def already_exists(message: str, reason: str, name: str) -> GatewayError:
     """An id is taken."""
     info = error_details_pb2.ResourceInfo(resource_type=SESSION_TYPE, resource_name=name, description=message)

@@ -32,6 +32,7 @@ class _Pending:
     fingerprint: str
     owner: str
     future: asyncio.Future[AvatarSession]
+    session: str  # the session the request started
 
 
 class SessionManager:
@@ -137,7 +138,7 @@ class SessionManager:
         self._sessions[name] = session
         future: asyncio.Future[AvatarSession] = asyncio.get_running_loop().create_future()
         if request_id:
-            self._requests[request_id] = _Pending(_fingerprint(req), caller.principal, future)
+            self._requests[request_id] = _Pending(_fingerprint(req), caller.principal, future, name)
             session.request_id = request_id
         try:
             await self._start(session, adapter)
@@ -171,9 +172,10 @@ class SessionManager:
 
     async def _replay(self, caller: Caller, req: pb.StartSessionRequest, request_id: str, pending: _Pending
                       ) -> AvatarSession:
-        if pending.owner != caller.principal or pending.fingerprint != _fingerprint(req):
-            raise errors.already_exists("request_id was already used for a different StartSession request",
-                                        "REQUEST_ID_REUSED", request_id)
+        if pending.owner != caller.principal:  # another caller's: never name its session
+            raise errors.request_id_reused(request_id, None)
+        if pending.fingerprint != _fingerprint(req):
+            raise errors.request_id_reused(request_id, pending.session)
         try:
             return await asyncio.shield(pending.future)
         except Exception as exc:

@@ -867,12 +867,13 @@ async def test_request_id_reused_with_other_parameters(make_gateway: MakeGateway
     server = await gateway_with(make_gateway, counting)
     async with Conn(server) as conn:
         rid = str(uuid.uuid4())
-        await conn.start(provider="counting", request_id=rid)
+        first = await conn.start(provider="counting", request_id=rid)
         for changed in ({"room": room(room_name="other")}, {"labels": {"team": "x"}}, {"session_id": "x"},
                         {"provider": "mock"}):
             changed_request = start_request(**{"provider": "counting", "request_id": rid, **changed})
             err = await failure(conn.call("StartSession", changed_request))
-            Expect(Code.ALREADY_EXISTS, "REQUEST_ID_REUSED", resource=rid).check(err)
+            Expect(Code.ALREADY_EXISTS, "REQUEST_ID_REUSED", resource=first,
+                   metadata={"request_id": rid, "session": first}).check(err)
         assert counting.starts == 1
         assert await conn.count() == 1
 
@@ -883,7 +884,8 @@ async def test_request_id_reused_by_another_caller(make_gateway: MakeGateway) ->
         rid = str(uuid.uuid4())
         await alice.start(request_id=rid)
         err = await failure(bob.call("StartSession", start_request(request_id=rid)))
-        Expect(Code.ALREADY_EXISTS, "REQUEST_ID_REUSED", resource=rid).check(err)
+        Expect(Code.ALREADY_EXISTS, "REQUEST_ID_REUSED", metadata={"request_id": rid}).check(err)
+        assert "session" not in err.metadata, "alice's session is not bob's to learn"
         assert await bob.count() == 0
 
 
