@@ -50,13 +50,11 @@ class SessionManager:
 
     # -- lookups ------------------------------------------------------------------------------------------------
     def resolve(self, caller: Caller, name: str, field: str = "name") -> AvatarSession:
-        """The session `name` of this process if the caller may see it: INVALID_ARGUMENT, PERMISSION_DENIED,
-        NOT_FOUND."""
+        """The session `name` of this process if it is the caller's: INVALID_ARGUMENT, NOT_FOUND. Another caller's
+        session is NOT_FOUND exactly as a missing one is (AIP-211: its existence is not for the caller to learn)."""
         validation.session_id_from_name(name, field)
         session = self._sessions.get(name)
-        if session is not None and session.params.owner != caller.principal:
-            raise errors.permission_denied("this session belongs to another caller", {"session": name})
-        if session is None:
+        if session is None or session.params.owner != caller.principal:
             raise errors.not_found(name)
         return session
 

@@ -157,8 +157,9 @@ async def test_every_session_call_reaches_the_owner_from_the_other_worker(cluste
 async def test_errors_keep_their_code_and_details_across_workers(cluster: Cluster) -> None:
     session = await start(cluster.client(0))
     bob = cluster.client(1, key="key-b")
-    denied = await failure(bob.get_session(session.name))
-    assert denied.code is grpc.StatusCode.PERMISSION_DENIED and denied.domain == "avatar.v1"
+    hidden = await failure(bob.get_session(session.name))  # another caller's session: as if it did not exist
+    assert hidden.code is grpc.StatusCode.NOT_FOUND and hidden.domain == "avatar.v1"
+    assert hidden.metadata == {"session": session.name}
 
     with pytest.raises(GatewayError) as bad:
         async with cluster.client(1).stream_audio(session.name, sample_rate=1_000_000):

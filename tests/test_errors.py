@@ -488,7 +488,9 @@ async def test_caller_cannot_touch_another_callers_session(make_gateway: MakeGat
     async with Conn(server, api_key="k1") as alice, Conn(server, api_key="k2") as bob:
         a = await alice.start("a-session")
         b = await bob.start("b-session")
-        denied = Expect(Code.PERMISSION_DENIED, "PERMISSION_DENIED", metadata={"session": "{b}"})
+        # bob's session is NOT_FOUND for alice, byte for byte as a session that does not exist (AIP-211)
+        denied = not_found("{b}")
+        missing = await failure(alice.client.get_session("sessions/nope"))
         async with playing(alice.client, a):
             for method, request in METHODS[2:]:
                 if method != "ListSessions":
@@ -497,6 +499,9 @@ async def test_caller_cannot_touch_another_callers_session(make_gateway: MakeGat
             responses, err = await raw_stream(alice, [cfg(b)])
             denied.check(err, b=b)
             assert_only_error(responses, err)
+            theirs = await failure(alice.client.get_session(b))
+            assert theirs.message.replace(b, "sessions/nope") == missing.message
+            assert [type(d) for d in theirs.details] == [type(d) for d in missing.details]
         assert [s.name async for s in alice.client.list_sessions(show_ended=True)] == [a]
         await assert_serves(bob.client, b)
 
