@@ -299,3 +299,18 @@ async def test_idle_simli_is_kept_alive_while_the_stream_is_open(simli_client: A
                 break
     assert (update.state, update.end_reason) == (4, 2), "ENDED, IDLE_TIMEOUT"
     assert simli.stop_cause is not None and simli.stop_cause.name == "IDLE"
+
+
+@pytest.mark.parametrize(("limit", "reason"), [({"idle_timeout": 1.0}, 2), ({"max_duration": 2.0}, 3)],
+                         ids=["idle-timeout", "max-duration"])
+async def test_the_gateway_s_own_timers_stop_simli(simli_client: AvatarGatewayClient, fake_simli: FakeSimli,
+                                                   limit: dict[str, float], reason: int) -> None:
+    session = await simli_client.start_session("simli", **ROOM, **limit)  # type: ignore[arg-type]
+    simli = await fake_simli.wait_session(0)
+    async with asyncio.timeout(WAIT):
+        async for update in simli_client.watch_session(session.name):
+            if update.state in (4, 5):
+                break
+    assert (update.state, update.end_reason) == (4, reason)
+    await simli.wait_closed(WAIT)
+    assert simli.stop_cause is not None and simli.stop_cause.name == "DONE"
