@@ -100,6 +100,7 @@ class AvatarSession(_LiveKitAvatarSession[Any]):
         self._failure: BaseException | None = None  # why the avatar failed, if it did
         self._started_at = 0.0
         self._lk_room: rtc.Room | None = None
+        self._lk_agent_session: AgentSession[Any] | None = None
 
     # -- what livekit-agents asks of an avatar plugin
     @property
@@ -145,6 +146,8 @@ class AvatarSession(_LiveKitAvatarSession[Any]):
                  self._session.avatar_identity, (time.monotonic() - self._started_at) * 1000)
         await super().start(agent_session, room)  # metrics, job shutdown callback -> aclose
         room.on("disconnected", self._on_room_disconnected)
+        agent_session.on("close", self._on_agent_session_closed)
+        self._lk_agent_session = agent_session
         self._ready = asyncio.create_task(self._wait_ready(room), name="avatar-join")
         self._first_frame = asyncio.create_task(self._log_first_frame(room), name="avatar-first-frame")
         self._output = GatewayAudioOutput(open_stream=self._open_stream, ready=self._await_ready)
@@ -233,6 +236,10 @@ class AvatarSession(_LiveKitAvatarSession[Any]):
         log.info("the agent's room closed; ending the avatar session")
         self._close_soon()
 
+    def _on_agent_session_closed(self, *_: object) -> None:
+        log.info("the agent session closed; ending the avatar session")
+        self._close_soon()
+
     def _close_soon(self) -> None:
         if self._closing is None:
             self._closing = asyncio.ensure_future(self._shutdown())
@@ -247,6 +254,8 @@ class AvatarSession(_LiveKitAvatarSession[Any]):
         current = asyncio.current_task()
         if self._lk_room is not None:
             self._lk_room.off("disconnected", self._on_room_disconnected)
+        if self._lk_agent_session is not None:
+            self._lk_agent_session.off("close", self._on_agent_session_closed)
         if self._output is not None:
             await self._output.aclose(self._failure)
         for task in (self._ready, self._first_frame):

@@ -224,6 +224,18 @@ async def test_closing_the_avatar_ends_the_session_and_it_leaves(e2e: Harness) -
         await e2e.assert_avatar_left(world.viewer, world.avatar_identity)
 
 
+async def test_closing_the_agent_session_ends_the_avatar_session(e2e: Harness) -> None:
+    async with agent_world(e2e) as world:
+        await world.say(words(2))
+        async with asyncio.timeout(TIMEOUT):
+            await world.session.aclose()
+        await e2e.assert_avatar_left(world.viewer, world.avatar_identity)
+        assert world.avatar._closing is not None
+        async with asyncio.timeout(TIMEOUT):
+            await world.avatar._closing
+        assert_no_session_left(world)
+
+
 async def test_job_shutdown_ends_the_avatar_session(e2e: Harness) -> None:
     async with agent_world(e2e, job=True) as world:
         await world.say(words(2))
