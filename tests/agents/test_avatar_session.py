@@ -98,7 +98,8 @@ async def agent_world(e2e: Harness, *, embedded: bool = False, headless: bool = 
     identity = avatar_identity_for(session_id)
     viewer = await e2e.viewer(identity)
     room = rtc.Room()
-    session: AgentSession[Any] = AgentSession(tts=ToneTTS())
+    session: AgentSession[Any] = AgentSession(
+        tts=ToneTTS(), turn_handling={"interruption": {"resume_false_interruption": False}})
     avatar = AvatarSession(gateway=target, provider="mock", session_id=session_id,
                            width=int(str(LIGHT_VIDEO["width"])), height=int(str(LIGHT_VIDEO["height"])),
                            join_timeout=avatar_args.pop("join_timeout", TIMEOUT), **avatar_args)
