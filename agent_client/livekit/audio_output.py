@@ -2,9 +2,13 @@
 
 livekit-agents' contract (`voice/io.py`): every segment counted by `capture_frame` gets exactly one
 `on_playback_finished`, in order, including segments that never reached the gateway (an interrupt before the
-avatar was ready, a capture cancelled on its way). A flush with nothing captured is no segment at all and sends
-nothing. An interrupt (`clear_buffer`) is an in-band clear: the gateway finishes every open or queued segment as
-interrupted with the position that was heard.
+avatar was ready, a capture cancelled on its way, a stream lost). A flush with nothing captured is no segment at
+all and sends nothing. An interrupt (`clear_buffer`) is an in-band clear: the gateway finishes every open or
+queued segment as interrupted with the position that was heard.
+
+A stream that ends while the session lives (a dropped connection, a cancelled call) finishes its segments as
+interrupted and is opened again for the next audio; only a stream that cannot be opened again (the session ended)
+is final, and then every later utterance raises AvatarStreamError.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import grpc
 from livekit import rtc
 from livekit.agents.voice.io import AudioOutput, AudioOutputCapabilities
 
@@ -34,6 +39,7 @@ log = logging.getLogger(__name__)
 
 StreamOpener = Callable[[int, int], Awaitable[AudioStream]]
 CLEAR_TIMEOUT_S = 2.0  # livekit-agents' own fallback for an avatar that never answers a clear
+REOPEN_DELAYS_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)  # while the gateway still holds the lost stream
 
 
 class AvatarStreamError(RuntimeError):
@@ -49,6 +55,16 @@ class _Segment:
     cleared: bool = False  # interrupted: later audio of it is dropped
     started: bool = False
     result: tuple[float, bool] | None = None  # (heard position, interrupted) once finished
+
+
+@dataclass(eq=False)
+class _Conn:
+    """One StreamAudio call and the messages queued for it."""
+
+    stream: AudioStream
+    ops: asyncio.Queue[_Op]
+    lost: bool = False
+    sender: asyncio.Task[None] | None = None
 
 
 @dataclass(eq=False)
@@ -73,7 +89,8 @@ class GatewayAudioOutput(AudioOutput):
                          sample_rate=None)
         self._open_stream = open_stream
         self._ready = ready
-        self._stream: AudioStream | None = None
+        self._conn: _Conn | None = None
+        self.reopened = 0  # streams opened again after one was lost
         self._format: tuple[int, int] | None = None
         self._resampler: rtc.AudioResampler | None = None
         self._resampled_from: tuple[int, int] | None = None
@@ -83,7 +100,6 @@ class GatewayAudioOutput(AudioOutput):
         self._by_gateway: dict[int, _Segment] = {}
         self._gateway_count = 0  # segments opened on the stream (the gateway's numbering)
         self._gateway_open: int | None = None  # id of the gateway segment now open
-        self._ops: asyncio.Queue[_Op] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._error: BaseException | None = None
         self._closed = False
@@ -102,8 +118,8 @@ class GatewayAudioOutput(AudioOutput):
             seg = self._current = _Segment()
             self._segments.append(seg)
         await self._ready()
-        stream = await self._stream_for(frame)
-        if seg.cleared or self._error is not None or stream is None:
+        conn = await self._conn_for(frame)
+        if seg.cleared or self._error is not None or conn is None:
             return
         pcm = self._convert(frame)
         if not pcm:
@@ -116,7 +132,7 @@ class GatewayAudioOutput(AudioOutput):
             self._by_gateway[seg.gateway_id] = seg
         seg.pushed += len(pcm) / 2 / self._channels / self._rate
         done = asyncio.get_running_loop().create_future()
-        self._ops.put_nowait(_Op("audio", pcm, done))
+        conn.ops.put_nowait(_Op("audio", pcm, done))
         await asyncio.shield(done)  # back-pressure; a cancelled capture still leaves its chunk in order
 
     def flush(self) -> None:
@@ -127,9 +143,9 @@ class GatewayAudioOutput(AudioOutput):
         if seg.gateway_id is None:
             self._resolve(seg, 0.0, seg.cleared)  # nothing of it reached the gateway
             return
-        if self._gateway_open == seg.gateway_id:
+        if self._gateway_open == seg.gateway_id and self._conn is not None:
             self._gateway_open = None
-            self._ops.put_nowait(_Op("segment_end"))
+            self._conn.ops.put_nowait(_Op("segment_end"))
 
     def clear_buffer(self) -> None:
         pending = [s for s in self._segments if s.result is None]
@@ -142,9 +158,9 @@ class GatewayAudioOutput(AudioOutput):
                 self._resolve(seg, 0.0, True)
             else:
                 sent = True
-        if sent and self._stream is not None and self._error is None:
+        if sent and self._conn is not None and self._error is None:
             self._gateway_open = None
-            self._ops.put_nowait(_Op("clear"))
+            self._conn.ops.put_nowait(_Op("clear"))
             self._spawn(self._clear_fallback([s for s in pending if s.gateway_id is not None]))
         elif sent:
             for seg in pending:
@@ -162,21 +178,37 @@ class GatewayAudioOutput(AudioOutput):
         assert self._format is not None
         return self._format[1]
 
-    async def _stream_for(self, frame: rtc.AudioFrame) -> AudioStream | None:
-        if self._stream is not None or self._closed:
-            return self._stream
+    async def _conn_for(self, frame: rtc.AudioFrame) -> _Conn | None:
+        if (self._conn is not None and not self._conn.lost) or self._closed:
+            return self._conn
         async with self._open_lock:
-            if self._stream is None and not self._closed:
-                fmt = (frame.sample_rate, frame.num_channels)
+            if (self._conn is None or self._conn.lost) and not self._closed:
+                fmt = self._format or (frame.sample_rate, frame.num_channels)
                 try:
-                    stream = await self._open_stream(*fmt)
+                    stream = await self._open(fmt)
                 except GatewayError as err:
                     self._fail(err)
                     raise AvatarStreamError(f"could not open the avatar's audio stream: {err}") from err
-                self._stream, self._format = stream, fmt
-                self._spawn(self._send_loop(stream))
-                self._spawn(self._read_loop(stream))
-        return self._stream
+                if self._format is not None:
+                    self.reopened += 1
+                    log.info("avatar audio stream opened again")
+                self._format = fmt
+                self._conn = conn = _Conn(stream, asyncio.Queue())
+                conn.sender = self._spawn(self._send_loop(conn))
+                self._spawn(self._read_loop(conn))
+        return self._conn
+
+    async def _open(self, fmt: tuple[int, int]) -> AudioStream:
+        """Open the stream; while a lost one is still open at the gateway (or it is unreachable), again."""
+        for delay in (*REOPEN_DELAYS_S, None):
+            try:
+                return await self._open_stream(*fmt)
+            except GatewayError as err:
+                busy = err.reason == "STREAM_ALREADY_OPEN" or err.code == grpc.StatusCode.UNAVAILABLE
+                if delay is None or not busy or self._format is None:
+                    raise
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
 
     def _convert(self, frame: rtc.AudioFrame) -> bytes:
         fmt = (frame.sample_rate, frame.num_channels)
@@ -189,9 +221,10 @@ class GatewayAudioOutput(AudioOutput):
             self._resampled_from = fmt
         return b"".join(bytes(f.data) for f in self._resampler.push(frame))
 
-    async def _send_loop(self, stream: AudioStream) -> None:
-        while True:
-            op = await self._ops.get()
+    async def _send_loop(self, conn: _Conn) -> None:
+        stream = conn.stream
+        while not conn.lost:
+            op = await conn.ops.get()
             try:
                 if op.kind == "audio":
                     await stream.send(op.pcm)
@@ -200,17 +233,14 @@ class GatewayAudioOutput(AudioOutput):
                 else:
                     await stream.clear()
             except GatewayError as err:
-                self._fail(err)
+                self._lose(conn, err)
             finally:
                 if op.done is not None and not op.done.done():
                     op.done.set_result(None)
-            if self._error is not None:
-                self._drain_ops()
-                return
 
-    async def _read_loop(self, stream: AudioStream) -> None:
+    async def _read_loop(self, conn: _Conn) -> None:
         try:
-            async for event in stream.events():
+            async for event in conn.stream.events():
                 if isinstance(event, PlaybackStarted):
                     seg = self._by_gateway.get(event.segment_id)
                     if seg is not None and not seg.started:
@@ -229,10 +259,9 @@ class GatewayAudioOutput(AudioOutput):
                     self.go_away.set()
                 elif isinstance(event, SessionEnded):
                     log.warning("avatar session ended (reason %d): %s", event.reason, event.detail)
-            if not self._closed:
-                self._fail(AvatarStreamError("the avatar gateway closed the audio stream"))
+            self._lose(conn, AvatarStreamError("the avatar gateway closed the audio stream"))
         except GatewayError as err:
-            self._fail(err)
+            self._lose(conn, err)
 
     async def _clear_fallback(self, segments: list[_Segment]) -> None:
         """A clear the gateway never answered (it always does; a broken connection might not): finish the
@@ -265,6 +294,25 @@ class GatewayAudioOutput(AudioOutput):
             if not fut.done():
                 fut.set_result(None)
 
+    def _lose(self, conn: _Conn, err: BaseException) -> None:
+        """`conn`'s stream is gone: finish the segments sent on it (interrupted; what was sent of a segment that
+        had started playing), drop the rest of their audio, and open a new stream for the next audio."""
+        if conn.lost or self._closed:
+            return
+        conn.lost = True
+        log.warning("avatar audio stream lost (%s); it is opened again for the next speech", err)
+        for seg in list(self._segments):
+            if seg.result is None and seg.gateway_id is not None:
+                seg.cleared = True
+                self._resolve(seg, seg.pushed if seg.started else 0.0, True)
+        self._gateway_open = None
+        self._gateway_count = 0
+        self._by_gateway.clear()
+        _drain(conn.ops)
+        conn.stream.cancel()
+        if conn.sender is not None and conn.sender is not asyncio.current_task():
+            conn.sender.cancel()
+
     def _fail(self, err: BaseException) -> None:
         """The stream is gone: finish every open segment (interrupted, what was sent) and refuse more audio."""
         if self._error is None and not self._closed:
@@ -274,17 +322,15 @@ class GatewayAudioOutput(AudioOutput):
         for seg in list(self._segments):
             if seg.result is None:
                 self._resolve(seg, 0.0 if seg.gateway_id is None or not seg.started else seg.pushed, True)
-        self._drain_ops()
+        if self._conn is not None:
+            self._conn.lost = True
+            _drain(self._conn.ops)
 
-    def _drain_ops(self) -> None:
-        while not self._ops.empty():
-            op = self._ops.get_nowait()
-            if op.done is not None and not op.done.done():
-                op.done.set_result(None)
-
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks = [t for t in self._tasks if not t.done()]
         self._tasks.append(task)
+        return task
 
     async def aclose(self, reason: BaseException | None = None) -> None:
         """Stop streaming: cancel the stream now; every unfinished segment finishes interrupted. Later audio
@@ -293,11 +339,18 @@ class GatewayAudioOutput(AudioOutput):
             return
         self._closed = True
         self._fail(reason or AvatarStreamError("the avatar session is closed"))
-        if self._stream is not None:
-            self._stream.cancel()
+        if self._conn is not None:
+            self._conn.stream.cancel()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+
+
+def _drain(ops: asyncio.Queue[_Op]) -> None:
+    while not ops.empty():
+        op = ops.get_nowait()
+        if op.done is not None and not op.done.done():
+            op.done.set_result(None)

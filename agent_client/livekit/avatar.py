@@ -146,6 +146,7 @@ class AvatarSession(_LiveKitAvatarSession[Any]):
                  self._session.avatar_identity, (time.monotonic() - self._started_at) * 1000)
         await super().start(agent_session, room)  # metrics, job shutdown callback -> aclose
         room.on("disconnected", self._on_room_disconnected)
+        room.on("connection_state_changed", self._on_connection_state)
         agent_session.on("close", self._on_agent_session_closed)
         self._lk_agent_session = agent_session
         self._ready = asyncio.create_task(self._wait_ready(room), name="avatar-join")
@@ -233,11 +234,17 @@ class AvatarSession(_LiveKitAvatarSession[Any]):
 
     # -- every exit path ends the gateway session
     def _on_room_disconnected(self, *_: object) -> None:
-        log.info("the agent's room closed; ending the avatar session")
+        if self._closing is None:
+            log.info("the agent's room closed; ending the avatar session")
         self._close_soon()
 
+    def _on_connection_state(self, state: rtc.ConnectionState.ValueType) -> None:
+        if state == rtc.ConnectionState.CONN_DISCONNECTED:
+            self._on_room_disconnected()
+
     def _on_agent_session_closed(self, *_: object) -> None:
-        log.info("the agent session closed; ending the avatar session")
+        if self._closing is None:
+            log.info("the agent session closed; ending the avatar session")
         self._close_soon()
 
     def _close_soon(self) -> None:
@@ -254,6 +261,7 @@ class AvatarSession(_LiveKitAvatarSession[Any]):
         current = asyncio.current_task()
         if self._lk_room is not None:
             self._lk_room.off("disconnected", self._on_room_disconnected)
+            self._lk_room.off("connection_state_changed", self._on_connection_state)
         if self._lk_agent_session is not None:
             self._lk_agent_session.off("close", self._on_agent_session_closed)
         if self._output is not None:

@@ -204,6 +204,23 @@ async def test_many_utterances_empty_and_immediate_interrupts_never_hang(e2e: Ha
         assert out is not None and out._pending_playback_count == 0
 
 
+async def test_a_lost_stream_is_opened_again_for_the_next_utterance(e2e: Harness) -> None:
+    async with agent_world(e2e) as world:
+        out = world.avatar.audio_output
+        assert out is not None
+        handle = world.session.say(words(16))
+        async with asyncio.timeout(TIMEOUT):
+            await world.started.wait()
+        assert out._conn is not None
+        out._conn.stream.cancel()  # the call drops mid-utterance; the session lives on
+        async with asyncio.timeout(TIMEOUT):
+            await handle
+        assert world.finished[-1].interrupted
+        assert await world.say(words(3)) is not None
+        assert_played_whole(world, words(3))
+        assert out.reopened == 1
+
+
 async def test_embedded_gateway_plays_and_stops_with_the_avatar(e2e: Harness) -> None:
     async with agent_world(e2e, embedded=True) as world:
         assert world.avatar.gateway_target.startswith("unix:/")
@@ -253,6 +270,7 @@ async def test_job_shutdown_ends_the_avatar_session(e2e: Harness) -> None:
 async def test_the_agent_leaving_the_room_ends_the_avatar_session(e2e: Harness) -> None:
     async with agent_world(e2e) as world:
         await world.say(words(2))
+        await connected(world.room)  # Room.disconnect() does nothing while the SDK is reconnecting
         await world.room.disconnect()
         await e2e.assert_avatar_left(world.viewer, world.avatar_identity)
         assert world.avatar._closing is not None
@@ -279,6 +297,16 @@ async def test_an_avatar_that_never_appears_fails_loudly(e2e: Harness, caplog: p
 
 
 # -- helpers
+async def connected(room: rtc.Room) -> None:
+    """Until `room` is connected (it may be resuming after a stall of this shared event loop)."""
+    changed = asyncio.Event()
+    room.on("connection_state_changed", lambda _: changed.set())
+    async with asyncio.timeout(TIMEOUT):
+        while not room.isconnected():
+            changed.clear()
+            await changed.wait()
+
+
 def _last_assistant_message(session: AgentSession[Any]) -> llm.ChatMessage:
     messages = [i for i in session.history.items if isinstance(i, llm.ChatMessage) and i.role == "assistant"]
     assert messages, "no assistant message in the history"
