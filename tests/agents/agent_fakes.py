@@ -1,10 +1,12 @@
 """Deterministic, network-free models for a real livekit-agents AgentSession: a TTS that voices every word as a
-fixed stretch of tone, so an utterance's audio length is known exactly."""
+fixed stretch of tone, so an utterance's audio length is known exactly, and an LLM with one fixed answer."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-from livekit.agents import APIConnectOptions, tts
+from livekit.agents import APIConnectOptions, llm, tts
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
 
 TTS_RATE = 24000
@@ -42,3 +44,22 @@ class _ToneStream(tts.ChunkedStream):
         if words:
             output_emitter.push(tone(words * round(WORD_S * TTS_RATE) / TTS_RATE))
         output_emitter.flush()
+
+
+class FixedLLM(llm.LLM[None]):
+    """Answers every turn with the same text, in one chunk."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__()
+        self.reply = reply
+
+    def chat(self, *, chat_ctx: llm.ChatContext, tools: list[llm.Tool] | None = None,
+             conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS, **_: Any) -> llm.LLMStream:
+        return _FixedStream(self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options)
+
+
+class _FixedStream(llm.LLMStream):
+    async def _run(self) -> None:
+        assert isinstance(self._llm, FixedLLM)
+        self._event_ch.send_nowait(llm.ChatChunk(id="fixed", delta=llm.ChoiceDelta(role="assistant",
+                                                                                   content=self._llm.reply)))

@@ -23,7 +23,7 @@ from livekit.agents.voice.room_io import RoomOptions
 
 from agent_client.livekit import AvatarJoinError, AvatarSession, AvatarStreamError
 from gateway.server import GatewayServer
-from tests.agents.agent_fakes import ToneTTS, utterance_seconds
+from tests.agents.agent_fakes import FixedLLM, ToneTTS, utterance_seconds
 from tests.e2e.e2e_helpers import (
     LIGHT_VIDEO,
     TIMEOUT,
@@ -41,6 +41,9 @@ POSITION_TOL = 1e-3  # seconds; the gateway reports heard samples, the TTS made 
 # livekit-agents' AudioEmitter ends a synthesis with 10 ms silence markers: the agent sends a little more than the
 # tone, and what it sends is what plays
 MARKERS_MAX_S = 0.05
+
+
+REPLY = "this is the fixed answer of the test model"
 
 
 def words(n: int) -> str:
@@ -99,7 +102,7 @@ async def agent_world(e2e: Harness, *, embedded: bool = False, headless: bool = 
     viewer = await e2e.viewer(identity)
     room = rtc.Room()
     session: AgentSession[Any] = AgentSession(
-        tts=ToneTTS(), turn_handling={"interruption": {"resume_false_interruption": False}})
+        tts=ToneTTS(), llm=FixedLLM(REPLY), turn_handling={"interruption": {"resume_false_interruption": False}})
     avatar = AvatarSession(gateway=target, provider="mock", session_id=session_id,
                            width=int(str(LIGHT_VIDEO["width"])), height=int(str(LIGHT_VIDEO["height"])),
                            join_timeout=avatar_args.pop("join_timeout", TIMEOUT), **avatar_args)
@@ -151,6 +154,16 @@ async def test_say_returns_when_the_avatar_played_it(e2e: Harness) -> None:
         await world.heard(utterance_seconds(text), heard_from)
         message = _last_assistant_message(world.session)
         assert message.text_content == text and not message.interrupted
+
+
+async def test_a_generated_reply_plays_through_the_avatar(e2e: Harness) -> None:
+    async with agent_world(e2e) as world:
+        heard_from = len(world.viewer.rx.audio)
+        async with asyncio.timeout(TIMEOUT):
+            await world.session.generate_reply(user_input="hello")
+        assert_played_whole(world, REPLY)
+        await world.heard(utterance_seconds(REPLY), heard_from)
+        assert _last_assistant_message(world.session).text_content == REPLY
 
 
 async def test_interrupt_mid_utterance_cuts_at_what_was_heard(e2e: Harness) -> None:
