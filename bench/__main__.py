@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, tuple[str, bool]] = {
     "av_sync": ("first avatar frame, A/V offset, interrupt and drift at a real viewer", True),
     "capacity": ("concurrent 640x480@30 sessions one gateway process sustains", True),
     "forwarding_cost": ("the loopback server's CPU per forwarded track (1 publisher, N subscribers)", True),
+    "simli_cost": ("gateway CPU, RSS and latencies per Simli session (fake Simli) beside the mock; RSS soak", True),
 }
 
 
