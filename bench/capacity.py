@@ -25,27 +25,10 @@ from pathlib import Path
 
 from agent_client import AudioStream, AvatarGatewayClient
 from bench.procstat import cpu_seconds
-from examples.agent import load_clip
+from bench.speaker import talk_until
 from loopback import LoopbackServer, loopback_host, not_in_namespace_reason
 
 FPS = 30
-
-
-async def _talk(stream: AudioStream, stop: asyncio.Event) -> None:
-    pcm, rate = load_clip()
-    step = rate // 50
-    start = time.monotonic()
-    k = 0
-    while not stop.is_set():
-        for i in range(0, pcm.size, step):
-            if stop.is_set():
-                break
-            await stream.send(pcm[i : i + step])
-            k += 1
-            delay = start + k * 0.02 - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        await stream.end_segment()
 
 
 async def _drain(stream: AudioStream) -> None:
@@ -70,7 +53,7 @@ async def measure(n: int, window: float) -> dict[str, object]:
                             for i in range(n)]
                 streams = [await client.stream_audio(s.name, sample_rate=16000).open() for s in sessions]
                 stop = asyncio.Event()
-                talkers = [asyncio.create_task(_talk(s, stop)) for s in streams]
+                talkers = [asyncio.create_task(talk_until(s, stop)) for s in streams]
                 readers = [asyncio.create_task(_drain(s)) for s in streams]
                 await asyncio.sleep(5)  # warm-up: encoders settle
 

@@ -18,8 +18,6 @@ import contextlib
 import json
 import os
 import secrets
-import signal
-import socket
 import sys
 import tempfile
 import time
@@ -28,47 +26,15 @@ from pathlib import Path
 from livekit import api, rtc
 
 from agent_client import AudioStream, AvatarGatewayClient
+from bench.processes import free_port
+from bench.processes import stop as stop_process
 from bench.procstat import cpu_seconds
-from examples.agent import load_clip
+from bench.speaker import talk_until
 from loopback import loopback_host, not_in_namespace_reason
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "fwdkey"
 ROOM = "forwarding"
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-async def _stop(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            async with asyncio.timeout(20):
-                await process.wait()
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-
-
-async def _talk(stream: AudioStream, stop: asyncio.Event) -> None:
-    """Speech in real time, 20 ms chunks, segment after segment."""
-    pcm, rate = load_clip()
-    step = rate // 50
-    start, k = time.monotonic(), 0
-    while not stop.is_set():
-        for i in range(0, pcm.size, step):
-            if stop.is_set():
-                break
-            await stream.send(pcm[i : i + step])
-            k += 1
-            delay = start + k * 0.02 - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        await stream.end_segment()
 
 
 class Viewer:
@@ -101,7 +67,7 @@ class Viewer:
 
 async def measure(subscribers: int, window: float, loopback_src: Path) -> dict[str, object]:
     host, secret = loopback_host(), secrets.token_urlsafe(32)
-    port = _free_port(host)
+    port = free_port(host)
     url = f"ws://{host}:{port}"
     server = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "loopback", "--host", host, "--port", str(port), "--api-key", KEY,
@@ -134,7 +100,7 @@ async def measure(subscribers: int, window: float, loopback_src: Path) -> dict[s
                                                  provider_options={"sample_rate": "48000"})
             stream = await client.stream_audio(session.name, sample_rate=48000).open()
             stop = asyncio.Event()
-            talker = asyncio.create_task(_talk(stream, stop))
+            talker = asyncio.create_task(talk_until(stream, stop))
             drain = asyncio.create_task(_drain(stream))
             await asyncio.sleep(5)  # warm-up: connections up, encoders settled
             v0, c0, t0 = [v.video_frames for v in viewers], cpu_seconds(server.pid), time.monotonic()
@@ -160,8 +126,8 @@ async def measure(subscribers: int, window: float, loopback_src: Path) -> dict[s
             with contextlib.suppress(Exception):
                 await viewer.aclose()
         if gateway is not None:
-            await _stop(gateway)
-        await _stop(server)
+            await stop_process(gateway)
+        await stop_process(server)
 
 
 async def _drain(stream: AudioStream) -> None:

@@ -42,7 +42,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import sys
 import time
 from collections import Counter
@@ -55,6 +54,8 @@ from livekit import api
 
 from agent_client import AudioStream, AvatarGatewayClient, PlaybackFinished, Session, StreamWarning
 from bench.gateway_cli import START_TIMEOUT_S, GatewayUnderTest
+from bench.processes import free_port
+from bench.processes import stop as stop_process
 from bench.procstat import cpu_seconds, rss_mb
 from examples.agent import load_clip
 from fakes.simli.process import FakeSimliProcess
@@ -73,25 +74,6 @@ SOAK_REPORT_EVERY_S = 60.0
 
 
 # -- processes ---------------------------------------------------------------------------------------------------------
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-async def _stop(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGCONT)  # in case it was stopped for a stall
-            process.send_signal(signal.SIGTERM)
-        try:
-            async with asyncio.timeout(20):
-                await process.wait()
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-
-
 def _cpu(pid: int) -> float:
     try:
         return cpu_seconds(pid)
@@ -246,7 +228,7 @@ class ViewerProcess:
             async with asyncio.timeout(15):
                 await self.proc.wait()
         except TimeoutError:
-            await _stop(self.proc)
+            await stop_process(self.proc)
 
 
 # -- the rig: the loopback server and the fake Simli, for the whole run ----------------------------------------------
@@ -270,7 +252,7 @@ class Rig:
 @contextlib.asynccontextmanager
 async def rig() -> Any:
     host, secret = loopback_host(), secrets.token_urlsafe(32)
-    port = _free_port(host)
+    port = free_port(host)
     url = f"ws://{host}:{port}"
     server = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "loopback", "--host", host, "--port", str(port), "--api-key", LK_KEY,
@@ -286,7 +268,7 @@ async def rig() -> Any:
                                           fps=FPS) as fake:
             yield Rig(host, url, secret, server, fake)
     finally:
-        await _stop(server)
+        await stop_process(server)
 
 
 # -- the agents -----------------------------------------------------------------------------------------------------
