@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from providers.base import PcmFormat, ProviderError, ProviderFault, ProviderInfo, VideoSpec
-from providers.pipeline import MediaPipeline, PipelineStats
+from providers.pipeline import MediaPipeline
+from providers.playout import PlayoutStats
 from providers.room_connection import RoomJoinError
 from providers.segments import SegmentBook, SegmentEvent, SegmentFinished
 
@@ -109,7 +110,7 @@ class AvatarSession:
         self.end_time: float | None = None
         self.book = SegmentBook(self._on_segment_event)
         self._pipeline: MediaPipeline | None = None
-        self._last_stats = PipelineStats()
+        self._last_stats = PlayoutStats()
         self._tasks: set[asyncio.Task[None]] = set()
         self._sink: StreamSink | None = None
         self._watchers: set[asyncio.Queue[None]] = set()
@@ -162,7 +163,7 @@ class AvatarSession:
                                                                    "PROVIDER_STOPPED")
 
     @property
-    def stats(self) -> PipelineStats:
+    def stats(self) -> PlayoutStats:
         """Media played so far (kept after the pipeline is released)."""
         if self._pipeline is not None:
             self._last_stats = self._pipeline.stats

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from providers.base import PcmFormat, ProviderAdapter, ProviderSession, SessionSpec
-from providers.playout import PlayoutTracker
+from providers.playout import PlayoutStats, PlayoutTracker
 from providers.room_connection import RoomConnection
 from providers.room_publisher import RoomPublisher
 from providers.segments import SegmentBook
@@ -40,14 +40,6 @@ class PipelineParts:
     on_republished: Callable[[str, float], None] | None = None
 
 
-@dataclass(slots=True)
-class PipelineStats:
-    """Media counters of a pipeline."""
-
-    samples_played: int = 0  # audio heard, in output-rate samples
-    video_frames: int = 0
-
-
 class MediaPipeline(ABC):
     """How one session's media flows. All methods run on the gateway's event loop."""
 
@@ -58,17 +50,12 @@ class MediaPipeline(ABC):
 
     @property
     @abstractmethod
-    def output_format(self) -> PcmFormat:
-        """The format of the audio heard in the room (valid after `start`)."""
-
-    @property
-    @abstractmethod
     def first_frame(self) -> asyncio.Future[None]:
         """Resolved when the avatar's first video frame went into the room."""
 
     @property
     @abstractmethod
-    def stats(self) -> PipelineStats:
+    def stats(self) -> PlayoutStats:
         """What was played so far."""
 
     @abstractmethod
@@ -108,7 +95,6 @@ class PublishedPipeline(MediaPipeline):
         self._provider: ProviderSession | None = None
         self._publisher: RoomPublisher | None = None
         self._tracker: PlayoutTracker | None = None
-        self._first_frame: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def _started(self) -> tuple[ProviderSession, RoomPublisher, PlayoutTracker]:
         if self._provider is None or self._publisher is None or self._tracker is None:
@@ -120,19 +106,12 @@ class PublishedPipeline(MediaPipeline):
         return self._started()[0].input_format
 
     @property
-    def output_format(self) -> PcmFormat:
-        return self._started()[0].output_format
-
-    @property
     def first_frame(self) -> asyncio.Future[None]:
-        return self._first_frame
+        return self._started()[1].first_frame
 
     @property
-    def stats(self) -> PipelineStats:
-        if self._tracker is None:
-            return PipelineStats()
-        tracker = self._tracker.stats
-        return PipelineStats(samples_played=tracker.samples_played, video_frames=tracker.video_frames)
+    def stats(self) -> PlayoutStats:
+        return PlayoutStats() if self._tracker is None else self._tracker.stats
 
     async def start(self) -> None:
         parts = self._parts
@@ -148,12 +127,7 @@ class PublishedPipeline(MediaPipeline):
             clock_only=parts.connection is None,
             on_republished=parts.on_republished,
         )
-        publisher.first_frame.add_done_callback(self._chain_first_frame)
         await publisher.start()
-
-    def _chain_first_frame(self, done: asyncio.Future[None]) -> None:
-        if not self._first_frame.done() and not done.cancelled():
-            self._first_frame.set_result(None)
 
     async def run(self) -> None:
         provider, publisher, _ = self._started()

@@ -27,12 +27,10 @@ class SenderClock:
         self.clock_rate = clock_rate
         self.rtp_origin = rtp_origin  # the RTP timestamp a frame pts of 0 stands for (None: not known yet)
         self._reference: tuple[float, int] | None = None  # (sender wallclock s, RTP timestamp) of the last report
-        self.reports = 0
 
     def report(self, ntp_timestamp: int, rtp_timestamp: int) -> None:
         """A sender report: NTP timestamp (64-bit fixed point) and the RTP timestamp of the same instant."""
         self._reference = (ntp_timestamp / NTP_FRACTION, rtp_timestamp)
-        self.reports += 1
 
     def captured(self, pts: int | None) -> float | None:
         """Sender wallclock seconds of a frame whose pts is its RTP timestamp less `rtp_origin`; None before the

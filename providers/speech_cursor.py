@@ -71,7 +71,6 @@ class SpeechCursor:
         self._speaking = False  # the vendor's own signal
         self._waiting_since: float | None = None  # when the queue got audio while not anchored
         self._anchor_timeout_s = anchor_timeout_s
-        self._sent = 0  # input samples queued (for tests and measurements)
         self._pending: deque[FrameLabel] = deque()  # segment ends to be carried by the next frames
 
     @property
@@ -79,17 +78,11 @@ class SpeechCursor:
         """Nothing queued: a good moment to switch vendor sessions."""
         return not self._queue and not self._pending
 
-    @property
-    def sent(self) -> int:
-        """Input samples queued so far."""
-        return self._sent
-
     # -- what the gateway sent ----------------------------------------------------------------------------------
     def sent_audio(self, segment_id: int, pcm: np.ndarray) -> None:
         """Mono int16 audio of a segment (or keep-alive silence, segment 0) went to the vendor."""
         if not pcm.size:
             return
-        self._sent += pcm.size
         tail = self._queue[-1] if self._queue else None
         voiced = first_voiced(pcm)
         if tail is not None and tail.segment_id == segment_id and not tail.end:
@@ -141,7 +134,7 @@ class SpeechCursor:
         if not queue:
             return IDLE
         head = queue[0]
-        if head.end and head.samples == 0 and not self._anchored:
+        if head.end and not self._anchored:
             queue.popleft()  # an empty segment, or one whose audio was all played: it ends with this frame
             self._after_pop()
             return FrameLabel(head.segment_id, 0, done=head.segment_id != 0)

@@ -62,8 +62,6 @@ class StreamPairFramer:
         self._error: ProviderError | None = None
         self._primed = False
         self._muted_until = 0.0
-        self.dropped_samples = 0  # audio dropped because the buffer was full (the room was slower than real time)
-        self.frames_out = 0
 
     # -- input (the vendor's drain tasks) -----------------------------------------------------------------------
     def add_audio(self, pcm: np.ndarray, captured: float | None = None) -> None:
@@ -75,7 +73,6 @@ class StreamPairFramer:
         while self._buffered - self._audio[0][0].size >= self._max_samples + self._prebuffer:
             old, _, _ = self._audio.popleft()
             self._buffered -= old.size
-            self.dropped_samples += old.size
             self.cursor.skip(old.size, is_voiced(old))
         self._arrived.set()
 
@@ -114,7 +111,6 @@ class StreamPairFramer:
                     audio, voiced = np.zeros_like(audio), False
             label = self.cursor.take(n, voiced)
             index += 1
-            self.frames_out += 1
             yield AvatarFrame(self._video_at(arrived, captured), audio, label.segment_id, label.samples, label.done,
                               label.underrun, segment_cut=label.cut, arrived=arrived)
 
@@ -157,12 +153,13 @@ class StreamPairFramer:
     def _video_at(self, arrived: float, captured: float | None) -> rtc.VideoFrame:
         """The video frame captured with the audio (by the vendor's clock), else the newest that had arrived with
         it."""
-        chosen = None
+        # by capture time once every frame held has one (the first sender reports came), else by arrival
         by_capture = captured is not None and all(at is not None for _, at, _ in self._videos)
         reference = captured if by_capture and captured is not None else arrived
+        chosen = None
         for when, at, frame in self._videos:
             moment = at if by_capture and at is not None else when
-            if moment > reference and chosen is not None:
+            if chosen is not None and moment > reference:
                 break
             chosen = frame
         if chosen is None:

@@ -84,11 +84,6 @@ class SimliSession(ProviderSession):
     def video(self) -> VideoSpec:
         return self._video
 
-    @property
-    def framer(self) -> StreamPairFramer:
-        """Where Simli's media goes (for measurements)."""
-        return self._framer
-
     def _plug(self, link: SimliLink) -> None:
         link.on_audio = self._framer.add_audio
         link.on_video = self._framer.add_video
@@ -136,8 +131,8 @@ class SimliSession(ProviderSession):
                 continue
             if self._attached and self._cursor.idle:
                 await self._send(0, silence)
-            else:
-                self._last_sent = now  # not now: look again in a while
+            else:  # no stream to keep alive, or Simli is still playing what it was sent: look again later
+                await asyncio.sleep(every)
 
     # -- renewal ------------------------------------------------------------------------------------------------
     async def _renew(self) -> None:
