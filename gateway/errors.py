@@ -159,7 +159,7 @@ def provider_failure(exc: ProviderError, provider: str) -> GatewayError:
     if fault is ProviderFault.PRECONDITION:
         return failed_precondition(exc.reason, exc.message, subject=f"providers/{provider}",
                                    violation_type="PROVIDER_ACCOUNT", metadata=meta)
-    if fault is ProviderFault.UNAVAILABLE:
+    if fault in (ProviderFault.UNAVAILABLE, ProviderFault.IDLE):
         return unavailable(exc.message, exc.reason, exc.retry_after_s, meta)
     if fault is ProviderFault.QUOTA:
         err = resource_exhausted(exc.message, exc.reason, f"providers/{provider}", meta)

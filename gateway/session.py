@@ -54,7 +54,6 @@ class EndReason(enum.IntEnum):
 
 
 TERMINAL = (State.ENDED, State.FAILED)
-PROVIDER_IDLE_TIMEOUT = "PROVIDER_IDLE_TIMEOUT"  # ProviderError reason: the provider closed an idle session
 _FAILURES = (EndReason.PROVIDER_ERROR, EndReason.ROOM_DISCONNECTED, EndReason.START_FAILED)
 
 
@@ -165,9 +164,7 @@ class AvatarSession:
     @property
     def stats(self) -> PlayoutStats:
         """Media played so far (kept after the pipeline is released)."""
-        if self._pipeline is not None:
-            self._last_stats = self._pipeline.stats
-        return self._last_stats
+        return self._pipeline.stats if self._pipeline is not None else self._last_stats
 
     async def _run_playout(self, pipeline: MediaPipeline) -> None:
         try:
@@ -181,7 +178,7 @@ class AvatarSession:
             self._playout_error = error
             if self.state is State.ACTIVE:  # while starting, start() reports it
                 # a provider that closed an idle session ended it as the gateway's own idle timeout would
-                reason = EndReason.IDLE_TIMEOUT if error.reason == PROVIDER_IDLE_TIMEOUT else EndReason.PROVIDER_ERROR
+                reason = EndReason.IDLE_TIMEOUT if error.fault is ProviderFault.IDLE else EndReason.PROVIDER_ERROR
                 self._spawn(self.end(reason, f"the provider stopped ({error.reason}): {_caller_safe(error)}"), "end")
 
     async def _run_timers(self) -> None:

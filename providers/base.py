@@ -104,6 +104,7 @@ class ProviderFault(enum.Enum):
     AUTH = enum.auto()  # the provider refused the gateway's own credentials: INTERNAL, reason PROVIDER_AUTH_FAILED
     UNAVAILABLE = enum.auto()  # outage, timeout, network: UNAVAILABLE with RetryInfo
     QUOTA = enum.auto()  # the provider's concurrency or rate limit: RESOURCE_EXHAUSTED with RetryInfo
+    IDLE = enum.auto()  # the provider closed a session left idle: it ends as the gateway's idle timeout would
     INTERNAL = enum.auto()  # anything else: INTERNAL "Internal error."
 
 
@@ -153,6 +154,11 @@ class ProviderError(Exception):
     def quota(cls, message: str, reason: str, retry_after_s: float = 5.0) -> ProviderError:
         """A provider-side limit."""
         return cls(message, fault=ProviderFault.QUOTA, reason=reason, retry_after_s=retry_after_s)
+
+    @classmethod
+    def idle_closed(cls, message: str) -> ProviderError:
+        """The provider closed the session because it had no audio for too long."""
+        return cls(message, fault=ProviderFault.IDLE, reason="PROVIDER_IDLE_TIMEOUT")
 
     @classmethod
     def internal(cls, message: str, reason: str = "PROVIDER_ERROR") -> ProviderError:

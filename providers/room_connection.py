@@ -23,21 +23,12 @@ class RoomJoinError(Exception):
 class RoomConnection:
     """One participant in one room. `on_lost` is called (once) when the connection drops while not leaving."""
 
-    def __init__(self, spec: RoomSpec, *, on_lost: Callable[[str], None] | None = None,
-                 auto_subscribe: bool = False) -> None:
+    def __init__(self, spec: RoomSpec, *, on_lost: Callable[[str], None] | None = None) -> None:
         self.spec = spec
         self._on_lost = on_lost
-        self._auto_subscribe = auto_subscribe
         self._room: rtc.Room | None = None
         self._leaving = False
         self._lost = False
-
-    @property
-    def room(self) -> rtc.Room:
-        """The connected room (after `join`)."""
-        if self._room is None:
-            raise RuntimeError("not joined")
-        return self._room
 
     async def join(self) -> rtc.Room:
         """Connect; RoomJoinError (naming the room, never the token or URL query) if that fails."""
@@ -46,7 +37,7 @@ class RoomConnection:
         room.on("disconnected", self._disconnected)
         self._room = room
         try:
-            await room.connect(self.spec.url, self.spec.token, rtc.RoomOptions(auto_subscribe=self._auto_subscribe))
+            await room.connect(self.spec.url, self.spec.token, rtc.RoomOptions(auto_subscribe=False))
         except Exception as exc:
             raise self.join_error(exc) from None
         return room

@@ -47,15 +47,19 @@ class FrameLabel:
 IDLE = FrameLabel()
 
 
+def _loud(pcm: np.ndarray) -> np.ndarray:
+    return (pcm > VOICE_LEVEL) | (pcm < -VOICE_LEVEL)  # no int32 copy, no overflow at -32768
+
+
 def first_voiced(pcm: np.ndarray) -> int | None:
     """Index of the first sample of int16 audio louder than VOICE_LEVEL, or None."""
-    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > VOICE_LEVEL)
+    loud = np.flatnonzero(_loud(pcm))
     return int(loud[0]) if loud.size else None
 
 
 def is_voiced(pcm: np.ndarray) -> bool:
     """True if int16 audio has voice in it."""
-    return bool(pcm.size) and int(np.abs(pcm.astype(np.int32)).max()) > VOICE_LEVEL
+    return bool(pcm.size) and max(int(pcm.max()), -int(pcm.min())) > VOICE_LEVEL
 
 
 class SpeechCursor:
@@ -84,13 +88,14 @@ class SpeechCursor:
         if not pcm.size:
             return
         tail = self._queue[-1] if self._queue else None
-        voiced = first_voiced(pcm)
         if tail is not None and tail.segment_id == segment_id and not tail.end:
-            if tail.voiced_at is None and voiced is not None:
-                tail.voiced_at = tail.samples + voiced
+            if tail.voiced_at is None:  # only until the segment's first voice: then nothing is scanned any more
+                voiced = first_voiced(pcm)
+                if voiced is not None:
+                    tail.voiced_at = tail.samples + voiced
             tail.samples += pcm.size
         else:
-            self._queue.append(_Queued(segment_id, pcm.size, voiced))
+            self._queue.append(_Queued(segment_id, pcm.size, first_voiced(pcm)))
         if not self._anchored and self._waiting_since is None:
             self._waiting_since = time.monotonic()
 
@@ -129,6 +134,8 @@ class SpeechCursor:
     def take(self, output_samples: int, voiced: bool) -> FrameLabel:
         """Label one returned frame of `output_samples` samples (`voiced`: it carries voice)."""
         if self._pending:
+            if self._anchored:  # the vendor played this frame's audio too: it still counts
+                self._credit += output_samples * self._in_rate
             return self._pending.popleft()
         queue = self._queue
         if not queue:

@@ -55,9 +55,12 @@ class StreamPairFramer:
         # (arrival, capture time or None, av.VideoFrame), newest last: as far back as the audio held here can reach
         self._videos: deque[tuple[float, float | None, Any]] = deque(
             maxlen=math.ceil((prebuffer_s + max_latency_s + 0.1) * 60))
+        self._uncaptured = 0  # of those, how many have no capture time (until the first sender report)
         self._converted: tuple[Any, rtc.VideoFrame] | None = None
         self._blank_bytes = _blank_i420(video.width, video.height)
         self._blank = rtc.VideoFrame(video.width, video.height, I420, self._blank_bytes)
+        # where a vendor frame of another aspect is pasted: its bars never change, only the picture is rewritten
+        self._canvas = np.frombuffer(bytearray(self._blank_bytes), dtype=np.uint8)
         self._arrived = asyncio.Event()
         self._error: ProviderError | None = None
         self._primed = False
@@ -78,7 +81,12 @@ class StreamPairFramer:
 
     def add_video(self, frame: Any, captured: float | None = None) -> None:
         """A decoded av.VideoFrame, as it arrived; `captured`: its capture time."""
-        self._videos.append((time.monotonic(), captured, frame))
+        videos = self._videos
+        if len(videos) == videos.maxlen and videos[0][1] is None:
+            self._uncaptured -= 1  # about to be evicted
+        videos.append((time.monotonic(), captured, frame))
+        if captured is None:
+            self._uncaptured += 1
 
     def fail(self, error: ProviderError) -> None:
         """The vendor's session ended: `frames` raises `error`."""
@@ -154,7 +162,7 @@ class StreamPairFramer:
         """The video frame captured with the audio (by the vendor's clock), else the newest that had arrived with
         it."""
         # by capture time once every frame held has one (the first sender reports came), else by arrival
-        by_capture = captured is not None and all(at is not None for _, at, _ in self._videos)
+        by_capture = captured is not None and not self._uncaptured
         reference = captured if by_capture and captured is not None else arrived
         chosen = None
         for when, at, frame in self._videos:
@@ -177,8 +185,9 @@ class StreamPairFramer:
         fw, fh = max(2, round(frame.width * scale) // 2 * 2), max(2, round(frame.height * scale) // 2 * 2)
         scaled = frame.reformat(width=fw, height=fh, format="yuv420p").to_ndarray()
         if (fw, fh) == (w, h):
-            return bytes(scaled.tobytes())
-        canvas = np.frombuffer(bytearray(self._blank_bytes), dtype=np.uint8)
+            same_size: bytes = scaled.tobytes()
+            return same_size
+        canvas = self._canvas
         x0, y0 = (w - fw) // 2 // 2 * 2, (h - fh) // 2 // 2 * 2
         luma = canvas[: w * h].reshape(h, w)
         luma[y0 : y0 + fh, x0 : x0 + fw] = scaled[:fh]

@@ -104,8 +104,6 @@ class GatewayAudioOutput(AudioOutput):
         self._error: BaseException | None = None
         self._closed = False
         self._waiters: list[asyncio.Future[None]] = []
-        self.go_away = asyncio.Event()  # the gateway asked the agent to leave this stream
-        self.first_playback: float | None = None  # time.monotonic() of the first playback_started
         self.last_sent = 0.0  # seconds of audio the agent gave the segment finished last
 
     # -- livekit-agents' AudioOutput
@@ -245,8 +243,6 @@ class GatewayAudioOutput(AudioOutput):
                     seg = self._by_gateway.get(event.segment_id)
                     if seg is not None and not seg.started:
                         seg.started = True
-                        if self.first_playback is None:
-                            self.first_playback = time.monotonic()
                         self.on_playback_started(created_at=time.time())
                 elif isinstance(event, PlaybackFinished):
                     seg = self._by_gateway.pop(event.segment_id, None)
@@ -256,7 +252,6 @@ class GatewayAudioOutput(AudioOutput):
                     log.warning("avatar gateway: %s: %s", event.reason, event.message)
                 elif isinstance(event, GoAway):
                     log.warning("avatar gateway is going away (stream ends within %.1f s)", event.time_left)
-                    self.go_away.set()
                 elif isinstance(event, SessionEnded):
                     log.warning("avatar session ended (reason %d): %s", event.reason, event.detail)
             self._lose(conn, AvatarStreamError("the avatar gateway closed the audio stream"))

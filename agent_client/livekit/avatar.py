@@ -135,24 +135,24 @@ class AvatarSession(_LiveKitAvatarSession[Any]):
             raise RuntimeError("AvatarSession.start was already called")
         self._started_at = time.monotonic()
         self._lk_room = room
-        try:
+        try:  # whatever fails from here on, the gateway session (and an embedded gateway) is ended
             target = await self._embedded.start() if self._embedded is not None else self._target
             self._client = AvatarGatewayClient(target, api_key=self._api_key)
             self._session = await self._start_session(room.name, room.local_participant.identity)
+            log.info("avatar session %s started (%s, avatar %s) in %.0f ms", self._session.name, self._provider,
+                     self._session.avatar_identity, (time.monotonic() - self._started_at) * 1000)
+            await super().start(agent_session, room)  # metrics, job shutdown callback -> aclose
+            room.on("disconnected", self._on_room_disconnected)
+            room.on("connection_state_changed", self._on_connection_state)
+            agent_session.on("close", self._on_agent_session_closed)
+            self._lk_agent_session = agent_session
+            self._ready = asyncio.create_task(self._wait_ready(room), name="avatar-join")
+            self._first_frame = asyncio.create_task(self._log_first_frame(room), name="avatar-first-frame")
+            self._output = GatewayAudioOutput(open_stream=self._open_stream, ready=self._await_ready)
+            agent_session.output.replace_audio_tail(self._output)
         except BaseException:
             await self.aclose()
             raise
-        log.info("avatar session %s started (%s, avatar %s) in %.0f ms", self._session.name, self._provider,
-                 self._session.avatar_identity, (time.monotonic() - self._started_at) * 1000)
-        await super().start(agent_session, room)  # metrics, job shutdown callback -> aclose
-        room.on("disconnected", self._on_room_disconnected)
-        room.on("connection_state_changed", self._on_connection_state)
-        agent_session.on("close", self._on_agent_session_closed)
-        self._lk_agent_session = agent_session
-        self._ready = asyncio.create_task(self._wait_ready(room), name="avatar-join")
-        self._first_frame = asyncio.create_task(self._log_first_frame(room), name="avatar-first-frame")
-        self._output = GatewayAudioOutput(open_stream=self._open_stream, ready=self._await_ready)
-        agent_session.output.replace_audio_tail(self._output)
 
     async def _start_session(self, room_name: str, agent_identity: str) -> Session:
         assert self._client is not None

@@ -33,7 +33,7 @@ from . import protocol as p
 from .changes import Changes
 from .media import FaceVideoTrack, PlayoutAudioTrack, RendererCache, close_peer_connection
 from .playout import Playout
-from .protocol import StopCause
+from .protocol import INPUT_RATE, StopCause
 from .token_request import SessionParams
 
 __all__ = ["FakeSimliSession", "ReceivedMessage", "SessionOptions"]
@@ -397,8 +397,10 @@ class FakeSimliSession:
         started = self.started_at if self.started_at is not None else self._clock()
         max_deadline = started + self.params.max_session_length
         while True:
-            idle_deadline = max(started, self.last_audio_at or started) + self.params.max_idle_time
             now = self._clock()
+            # idle as Simli counts it: not speaking, i.e. no audio received and nothing queued still to play
+            speaking_until = now + self.playout.queued_samples / INPUT_RATE if self.playout.queued_samples else 0.0
+            idle_deadline = max(started, self.last_audio_at or started, speaking_until) + self.params.max_idle_time
             if now >= max_deadline:
                 self._request_end(StopCause.MAX, [p.CLOSING_REASON + StopCause.MAX, p.STOP])
                 return

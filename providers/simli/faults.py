@@ -3,6 +3,8 @@ caller sees a message of ours (with Simli's validation detail where it is about 
 
 from __future__ import annotations
 
+import re
+
 from simli.critical_exceptions import (
     SimliAPIError,
     SimliConnectionError,
@@ -25,7 +27,7 @@ def start_failure(exc: SimliError, face_id: str) -> ProviderError:
         return _session_failure(exc, face_id)
     if isinstance(exc, SimliConnectionError):
         return ProviderError.unavailable("Simli could not be reached", "SIMLI_UNREACHABLE")
-    return ProviderError.internal(f"Simli failed: {exc.message}", "SIMLI_ERROR")
+    return ProviderError.internal(f"Simli failed: {_redacted(exc.message)}", "SIMLI_ERROR")
 
 
 def _http_failure(exc: SimliAPIError, face_id: str) -> ProviderError:
@@ -68,15 +70,23 @@ def _bad_face(face_id: str) -> ProviderError:
 
 
 def _short(text: str) -> str:
+    text = _redacted(text)
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+_QUERY = re.compile(r"\?[^\s'\"]*")
+
+
+def _redacted(text: str) -> str:
+    """Without URL query strings: Simli's WebSocket URL carries the session token in its query."""
+    return _QUERY.sub("?...", text)
 
 
 def mid_session_failure(stop_reason: str | None, error: SimliError | None) -> ProviderError:
     """The provider error for a Simli session that ended while the gateway session was running."""
     reason = (stop_reason or "").strip().upper()
     if reason == "IDLE":
-        return ProviderError.unavailable("Simli closed the session after its max_idle_time without audio",
-                                         "PROVIDER_IDLE_TIMEOUT")
+        return ProviderError.idle_closed("Simli closed the session after its max_idle_time without audio")
     if reason == "MAX":
         return ProviderError.unavailable("Simli closed the session at its max_session_length",
                                          "PROVIDER_SESSION_CAP")

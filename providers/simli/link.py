@@ -36,9 +36,8 @@ RETRY_DELAYS_S = (0.5, 1.0)
 class SimliLink:
     """A started Simli session. `ended` resolves with the error once Simli ends it (not when `stop` is called)."""
 
-    def __init__(self, client: SimliClient, face_id: str) -> None:
+    def __init__(self, client: SimliClient) -> None:
         self._client = client
-        self.face_id = face_id
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self.ended: asyncio.Future[ProviderError] = asyncio.get_running_loop().create_future()
@@ -70,7 +69,7 @@ class SimliLink:
             if client.transport_mode is not TransportMode.P2P:  # never: retry_count=1 makes no retry
                 await client.stop()
                 raise ProviderError.internal("the Simli client left its P2P transport", "SIMLI_TRANSPORT")
-            link = cls(client, config.faceId)
+            link = cls(client)
             link._run()
             return link
         raise AssertionError("unreachable")
@@ -142,8 +141,11 @@ class SimliLink:
             await self._client.clearBuffer()
 
     async def stop(self) -> None:
-        """Stop the Simli session (idempotent) and every task of the link."""
+        """Stop the Simli session (idempotent) and every task of the link; `ended` is cancelled if Simli had not
+        ended it (nobody is left waiting on a link that was stopped)."""
         self._stopping = True
+        if not self.ended.done():
+            self.ended.cancel()
         try:
             await self._client.stop()
         finally:

@@ -56,20 +56,20 @@ class SimliSession(ProviderSession):
         self.renewals = 0
         self._quiet = asyncio.Event()  # set when a frame leaves with nothing queued at Simli
         self._plug(link)
-        self._spawn(self._watch(link), "simli-watch")
-        self._spawn(self._keep_alive(), "simli-keepalive")
-        self._spawn(self._renew(), "simli-renew")
 
     @classmethod
     async def open(cls, connect: Connect, options: SimliOptions, video: VideoSpec) -> SimliSession:
-        """Start the first Simli session."""
+        """Start the first Simli session; its background tasks start only once it is fully set up."""
         link = await connect()
+        session = cls(link, connect, options, video)
         try:
-            session = cls(link, connect, options, video)
-            await session._send(0, np.zeros(int(SIMLI_INPUT.sample_rate * BOOTSTRAP_S), dtype=np.int16))
+            await session._send(0, _silence(BOOTSTRAP_S))
         except BaseException:
             await link.stop()
             raise
+        session._spawn(session._watch(link), "simli-watch")
+        session._spawn(session._keep_alive(), "simli-keepalive")
+        session._spawn(session._renew(), "simli-renew")
         return session
 
     @property
@@ -122,7 +122,7 @@ class SimliSession(ProviderSession):
     async def _keep_alive(self) -> None:
         """While the agent's stream is open, never let Simli's idle timer run out."""
         every = self._options.max_idle_time / 3
-        silence = np.zeros(int(SIMLI_INPUT.sample_rate * KEEPALIVE_S), dtype=np.int16)
+        silence = _silence(KEEPALIVE_S)
         while not self._closed:
             due = self._last_sent + every
             now = time.monotonic()
@@ -149,12 +149,29 @@ class SimliSession(ProviderSession):
                 continue
             self._spare = spare
             spare.on_audio = spare.on_video = None  # drained, not shown, until it is swapped in
-            self._quiet.clear()
-            if not self._cursor.idle:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(0.0, self._link_started + swap_by - time.monotonic())):
-                        await self._quiet.wait()
+            await spare.send(_silence(BOOTSTRAP_S).tobytes())
+            if not await self._hold(spare, self._link_started + swap_by):
+                log.warning("simli renewal: the new session ended while it waited; starting another")
+                self._spare = None
+                await spare.stop()
+                continue
             await self._swap(spare)
+
+    async def _hold(self, spare: SimliLink, deadline: float) -> bool:
+        """Until nothing is queued at the current Simli session (or `deadline`), keeping the spare's idle timer
+        from firing; False if the spare ended meanwhile."""
+        every = self._options.max_idle_time / 3
+        self._quiet.clear()
+        while not self._cursor.idle and not spare.ended.done() and time.monotonic() < deadline:
+            quiet = asyncio.ensure_future(self._quiet.wait())
+            try:
+                await asyncio.wait((quiet, spare.ended), timeout=min(every, max(0.0, deadline - time.monotonic())),
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                quiet.cancel()
+            if not self._quiet.is_set() and not spare.ended.done():
+                await spare.send(_silence(KEEPALIVE_S).tobytes())
+        return not spare.ended.done()
 
     async def _swap(self, spare: SimliLink) -> None:
         old, self._link, self._spare = self._link, spare, None
@@ -190,3 +207,7 @@ class SimliSession(ProviderSession):
         self._spare = None
         for link in links:
             await link.stop()
+
+
+def _silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(SIMLI_INPUT.sample_rate * seconds), dtype=np.int16)

@@ -29,7 +29,8 @@ _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 OPTIONS = {
     "max_session_length": "seconds one Simli session may last (10-3600; default 600); the gateway renews it",
     "max_idle_time": "seconds Simli waits without audio before it closes (5-600; default 30)",
-    "handle_silence": "Simli keeps sending idle video and silence when it has no audio (true/false; default true)",
+    "handle_silence": "Simli keeps sending idle video and silence when it has no audio (only true: the gateway "
+                      "paces Simli's media by the audio Simli sends)",
     "streaming_width": "Trinity-2 faces: video width, 512-1920 (with streaming_height 1:1, 16:9 or 9:16)",
     "streaming_height": "Trinity-2 faces: video height, 512-1920",
     "background_id": "Trinity-2 faces: one of your uploaded backgrounds, by id (a UUID)",
@@ -79,7 +80,10 @@ class SimliOptions:
             if key == "handle_silence":
                 if value.lower() not in _BOOL:
                     raise OptionError(key, "option 'handle_silence' must be true or false")
-                values[key] = _BOOL[value.lower()]
+                if not _BOOL[value.lower()]:
+                    raise OptionError(key, "option 'handle_silence' must stay true: the gateway paces Simli's "
+                                           "video by the audio Simli sends, which stops while Simli is silent")
+                values[key] = True
             elif key == "background_id":
                 if not _UUID.fullmatch(value):
                     raise OptionError(key, "option 'background_id' must be the UUID of an uploaded background")

@@ -50,7 +50,7 @@ STALL_LIMIT_S = GatewayConfig.lead_ms / 1000
 async def fake_simli() -> AsyncIterator[FakeSimliProcess]:
     """The fake Simli in its own process, as the real one is remote (its media encoding is not this process's)."""
     # a 256x256 face at 25 fps (Simli's older faces are 512x512 at 25-30): the machine also runs the loopback
-    # server decoding and re-encoding every track, the gateway and the viewer
+    # server, the gateway and the viewer
     async with FakeSimliProcess.start(loopback_host(), keys=(KEY,), faces=(FACE,), width=256, height=256,
                                       fps=25) as fake:
         yield fake

@@ -134,6 +134,7 @@ async def test_face_and_options_reach_simli(simli_client: AvatarGatewayClient, f
 @pytest.mark.parametrize(("options", "field"), [
     ({"max_idle_time": "1"}, "provider_options[max_idle_time]"),
     ({"handle_silence": "maybe"}, "provider_options[handle_silence]"),
+    ({"handle_silence": "false"}, "provider_options[handle_silence]"),
     ({"streaming_width": "800", "streaming_height": "600"}, "provider_options[streaming_width]"),
     ({"background_id": "not-a-uuid"}, "provider_options[background_id]"),
     ({"colour": "blue"}, "provider_options[colour]"),
@@ -314,3 +315,33 @@ async def test_the_gateway_s_own_timers_stop_simli(simli_client: AvatarGatewayCl
     assert (update.state, update.end_reason) == (4, reason)
     await simli.wait_closed(WAIT)
     assert simli.stop_cause is not None and simli.stop_cause.name == "DONE"
+
+
+async def test_a_renewal_waiting_for_a_quiet_moment_keeps_the_new_session_alive(
+        simli_client: AvatarGatewayClient, fake_simli: FakeSimli) -> None:
+    """max_session_length 20 s, max_idle_time 5 s, and speech queued past the swap deadline: the second Simli
+    session waits 7.5 s for a quiet moment (longer than Simli's idle time) and is kept alive meanwhile; at the
+    deadline it is swapped in, the speech still queued is cut (its segment finishes once, interrupted) and the
+    gateway session goes on."""
+    options = {"max_session_length": "20", "max_idle_time": "5"}
+    session = await simli_client.start_session("simli", provider_options=options, **ROOM)  # type: ignore[arg-type]
+    first = await fake_simli.wait_session(0)
+    async with simli_client.stream_audio(session.name, sample_rate=16000) as stream:
+        for chunk in chunks(speech(22.0)):
+            await stream.send(chunk)
+        await stream.end_segment()
+        events = await events_until_finished(stream, 1)
+        second = await fake_simli.wait_session(1, timeout=WAIT)
+        [done] = finished(events).values()
+        assert done.interrupted and 10.0 < done.position < 22.0, done
+        assert second.is_open and second.stop_cause is None, "the waiting session was kept alive"
+        await first.wait_closed(WAIT)
+        assert first.stop_cause is not None and first.stop_cause.name == "DONE"
+        audio = speech(0.4, seed=3)
+        for chunk in chunks(audio):
+            await stream.send(chunk)
+        await stream.end_segment()
+        [after] = finished(await events_until_finished(stream, 1)).values()
+    assert not after.interrupted and after.position == pytest.approx(0.4, abs=1e-6)
+    assert (await simli_client.get_session(session.name)).state == 2
+    await simli_client.end_session(session.name)
