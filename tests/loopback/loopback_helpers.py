@@ -12,6 +12,7 @@ import pytest
 from livekit import rtc
 
 from loopback import not_in_namespace_reason
+from loopback.aiortc_hooks import NTP_UNIX_OFFSET
 
 # The test secret is deliberately short; PyJWT warns about that on every token.
 warnings.filterwarnings("ignore", message="The HMAC key is .* bytes long")
@@ -177,11 +178,8 @@ def mean_color(frame: rtc.VideoFrame) -> tuple[float, float, float]:
 
 
 # ---------------------------------------------------------------------- the server's RTP and RTCP, in plaintext
-NTP_UNIX_OFFSET_S = 2_208_988_800
-
-
 def ntp_to_unix_ms(ntp: int) -> float:
-    return ((ntp >> 32) - NTP_UNIX_OFFSET_S) * 1000 + (ntp & 0xFFFFFFFF) * 1000 / (1 << 32)
+    return ((ntp >> 32) - NTP_UNIX_OFFSET) * 1000 + (ntp & 0xFFFFFFFF) * 1000 / (1 << 32)
 
 
 class WireTap:
