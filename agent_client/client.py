@@ -109,9 +109,11 @@ class AvatarGatewayClient:
         request_id: str | None = None,
         session_id: str = "",
         video_delay: float | None = None,
+        audio_transport: session_pb2.AudioTransport = session_pb2.AUDIO_TRANSPORT_UNSPECIFIED,
     ) -> Session:
         """Start a session; returns it ACTIVE. A request_id is generated when none is given, so a retry of this
-        call with the same id is safe."""
+        call with the same id is safe. `audio_transport=AUDIO_TRANSPORT_ROOM`: the agent speaks to
+        `Session.avatar_identity` with livekit-agents' DataStreamAudioOutput instead of StreamAudio."""
         req = pb.StartSessionRequest(
             provider=provider,
             room=session_pb2.RoomTarget(url=room_url, room_name=room_name, agent_identity=agent_identity),
@@ -121,6 +123,7 @@ class AvatarGatewayClient:
             labels=dict(labels or {}),
             request_id=request_id if request_id is not None else str(uuid.uuid4()),
             session_id=session_id,
+            audio_transport=audio_transport,
         )
         if idle_timeout is not None:
             req.idle_timeout.CopyFrom(_duration(idle_timeout))

@@ -53,6 +53,7 @@ def session_pb(s: AvatarSession) -> pb.Session:
         idle_timeout=duration(p.idle_timeout_s),
         max_duration=duration(p.max_duration_s),
         video_delay=duration(p.video_delay_s),
+        audio_transport=int(p.audio_transport),  # type: ignore[arg-type]
         labels=p.labels,
         state=int(s.state),  # type: ignore[arg-type]
         avatar_identity=s.avatar_identity,

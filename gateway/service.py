@@ -18,7 +18,7 @@ from gateway.config import Caller, GatewayConfig
 from gateway.convert import provider_pb, session_pb
 from gateway.directory import Elsewhere
 from gateway.forwarding import Forwarder, is_forwarded
-from gateway.session import TERMINAL, State
+from gateway.session import TERMINAL, AudioTransport, State
 from gateway.session_manager import SessionManager
 from gateway.stream_audio_call import GoAwayEvent, StreamAudioCall, validate_format
 
@@ -151,6 +151,11 @@ class AvatarProviderService(pb_grpc.AvatarProviderServicer):
             raise errors.failed_precondition(
                 "SESSION_NOT_ACTIVE", f"session is {session.state.name}, not ACTIVE", subject=session.name,
                 violation_type="SESSION_STATE", metadata={"session": session.name, "state": session.state.name})
+        if session.params.audio_transport is AudioTransport.ROOM:
+            raise errors.failed_precondition(
+                "AUDIO_FROM_ROOM", "this session takes its audio from the room (lk.audio_stream to "
+                f"{session.avatar_identity}), not from StreamAudio", subject=session.name,
+                violation_type="SESSION_TRANSPORT", metadata={"session": session.name})
         sink = session.attach()
         if sink is None:
             raise errors.failed_precondition(

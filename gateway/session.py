@@ -14,6 +14,7 @@ import enum
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -53,6 +54,13 @@ class EndReason(enum.IntEnum):
     START_FAILED = 7
 
 
+class AudioTransport(enum.IntEnum):
+    """Mirrors avatar.v1.AudioTransport: where the session takes its agent's speech from."""
+
+    GRPC = 1  # StreamAudio calls
+    ROOM = 2  # LiveKit's data-stream avatar protocol in the room (gateway.room_audio_input)
+
+
 TERMINAL = (State.ENDED, State.FAILED)
 _FAILURES = (EndReason.PROVIDER_ERROR, EndReason.ROOM_DISCONNECTED, EndReason.START_FAILED)
 
@@ -73,6 +81,7 @@ class SessionParams:
     max_duration_s: float
     labels: dict[str, str] = field(default_factory=dict)
     video_delay_s: float = 0.0
+    audio_transport: AudioTransport = AudioTransport.GRPC
     # input-only: never echoed (they may hold a provider's per-customer settings)
     provider_options: dict[str, str] = field(default_factory=dict, repr=False)
 
@@ -82,6 +91,16 @@ class StreamSink:
 
     def __init__(self) -> None:
         self.events: asyncio.Queue[object] = asyncio.Queue()
+
+
+class AudioInput(Protocol):
+    """A session's own source of agent speech (the room transport), bound for the session's whole life."""
+
+    def activate(self) -> None:
+        """The session is ACTIVE: start taking speech (attach to the session)."""
+
+    async def aclose(self) -> None:
+        """The session is releasing: deliver the last playback events (bounded), stop, detach."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +141,11 @@ class AvatarSession:
         self._start_step: asyncio.Task[None] | None = None
         self._detached = asyncio.Event()
         self._detached.set()
+        self._input: AudioInput | None = None
+
+    def use_input(self, source: AudioInput) -> None:
+        """Take the agent's speech from `source` instead of StreamAudio (before `start`)."""
+        self._input = source
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     async def start(self, pipeline: MediaPipeline, *, timeout_s: float) -> None:
@@ -150,6 +174,8 @@ class AvatarSession:
         self._last_activity = time.monotonic()
         self._set_state(State.ACTIVE)
         self._spawn(self._run_timers(), "timers")
+        if self._input is not None:
+            self._input.activate()
 
     async def _start_pipeline(self, pipeline: MediaPipeline) -> None:
         await pipeline.start()
@@ -232,6 +258,8 @@ class AvatarSession:
         self.book.finish_open()  # whatever the pipeline did, every open segment is finished now
         if self._sink is not None:
             self._sink.events.put_nowait(SessionEndedEvent(self.end_reason, self.end_detail))
+        if self._input is not None:
+            await self._input.aclose()  # its last playback events reach the agent before the avatar leaves
         current = asyncio.current_task()
         tasks = [t for t in self._tasks if t is not current and t.get_name() != "end"]
         for t in tasks:

@@ -17,7 +17,8 @@ from gateway.config import Caller, GatewayConfig
 from gateway.convert import epoch_ns, session_pb
 from gateway.directory import Directory, Elsewhere, SoloDirectory, request_key, session_key
 from gateway.metrics import GatewayMetrics
-from gateway.session import TERMINAL, AvatarSession, EndReason, SessionEndedWhileStarting, SessionParams
+from gateway.room_audio_input import RoomAudioInput
+from gateway.session import TERMINAL, AudioTransport, AvatarSession, EndReason, SessionEndedWhileStarting, SessionParams
 from gateway.tokens import avatar_identity, mint_avatar_token
 from providers.base import ProviderAdapter, ProviderError, RoomSpec, SessionSpec
 from providers.pipeline import PipelineParts
@@ -185,6 +186,7 @@ class SessionManager:
         idle, longest = validation.check_timeouts(req, self.config, adapter)
         labels = validation.check_labels(dict(req.labels))
         video_delay = validation.check_video_delay(req, self.config)
+        transport = validation.check_audio_transport(req, self.config)
         validation.check_options(req, adapter)
         session_id = validation.check_session_id(req.session_id) if req.session_id else \
             self.directory.new_session_id()
@@ -201,7 +203,7 @@ class SessionManager:
             session_id=session_id, owner=caller.principal, provider=info.name, room_url=url,
             room_name=req.room.room_name, agent_identity=req.room.agent_identity, avatar_id=req.avatar_id,
             video=video, idle_timeout_s=idle, max_duration_s=longest, labels=labels, video_delay_s=video_delay,
-            provider_options=dict(req.provider_options),
+            audio_transport=transport, provider_options=dict(req.provider_options),
         )
 
     async def _start(self, session: AvatarSession, adapter: ProviderAdapter) -> None:
@@ -215,7 +217,12 @@ class SessionManager:
                         avatar_identity=session.avatar_identity, token=token)
         spec = SessionSpec(session_id=params.session_id, avatar_id=params.avatar_id, options=params.provider_options,
                            video=params.video, room=room)
-        connection = None if p.headless else RoomConnection(room, on_lost=session.room_lost)
+        room_input = None
+        if params.audio_transport is AudioTransport.ROOM:
+            room_input = RoomAudioInput(session, max_buffered_s=p.max_buffered_s)
+            session.use_input(room_input)
+        connection = None if p.headless else RoomConnection(
+            room, on_lost=session.room_lost, on_joined=room_input.bind if room_input is not None else None)
         pipeline = adapter.pipeline(PipelineParts(spec, session.book, connection, lead_ms=p.lead_ms,
                                                   video_delay_ms=round(params.video_delay_s * 1000),
                                                   on_republished=self.metrics.record_republish))

@@ -6,10 +6,12 @@ import re
 import uuid
 
 from avatar.v1 import avatar_provider_pb2 as pb
+from avatar.v1 import session_pb2
 from google.protobuf import duration_pb2
 
 from gateway import errors
 from gateway.config import GatewayConfig
+from gateway.session import AudioTransport
 from providers.base import OptionError, ProviderAdapter, VideoSpec
 
 SESSION_ID = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
@@ -103,6 +105,20 @@ def check_video_delay(req: pb.StartSessionRequest, config: GatewayConfig) -> flo
     if not 0 <= delay <= 0.5:
         raise errors.invalid_argument("video_delay", "video_delay must be 0 to 500 ms", "INVALID_DURATION")
     return delay
+
+
+def check_audio_transport(req: pb.StartSessionRequest, config: GatewayConfig) -> AudioTransport:
+    """Where the session takes its speech from: StreamAudio unless the room transport was asked for."""
+    value = req.audio_transport
+    if value in (session_pb2.AUDIO_TRANSPORT_UNSPECIFIED, session_pb2.AUDIO_TRANSPORT_GRPC):
+        return AudioTransport.GRPC
+    if value != session_pb2.AUDIO_TRANSPORT_ROOM:
+        raise errors.invalid_argument("audio_transport", f"unknown audio_transport {value}",
+                                      "UNKNOWN_AUDIO_TRANSPORT")
+    if config.headless:
+        raise errors.invalid_argument("audio_transport", "AUDIO_TRANSPORT_ROOM needs the avatar in a room; this "
+                                      "gateway runs headless", "ROOM_TRANSPORT_UNAVAILABLE")
+    return AudioTransport.ROOM
 
 
 def check_labels(labels: dict[str, str]) -> dict[str, str]:

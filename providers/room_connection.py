@@ -21,17 +21,21 @@ class RoomJoinError(Exception):
 
 
 class RoomConnection:
-    """One participant in one room. `on_lost` is called (once) when the connection drops while not leaving."""
+    """One participant in one room. `on_lost` is called (once) when the connection drops while not leaving;
+    `on_joined` when it has joined."""
 
-    def __init__(self, spec: RoomSpec, *, on_lost: Callable[[str], None] | None = None) -> None:
+    def __init__(self, spec: RoomSpec, *, on_lost: Callable[[str], None] | None = None,
+                 on_joined: Callable[[rtc.Room], None] | None = None) -> None:
         self.spec = spec
         self._on_lost = on_lost
+        self._on_joined = on_joined
         self._room: rtc.Room | None = None
         self._leaving = False
         self._lost = False
 
     async def join(self) -> rtc.Room:
-        """Connect; RoomJoinError (naming the room, never the token or URL query) if that fails."""
+        """Connect; RoomJoinError (naming the room, never the token or URL query) if that fails. `on_joined` runs
+        once connected, before anything is published."""
         sdk_logs.install()
         room = rtc.Room()
         room.on("disconnected", self._disconnected)
@@ -40,6 +44,8 @@ class RoomConnection:
             await room.connect(self.spec.url, self.spec.token, rtc.RoomOptions(auto_subscribe=False))
         except Exception as exc:
             raise self.join_error(exc) from None
+        if self._on_joined is not None:
+            self._on_joined(room)
         return room
 
     def join_error(self, exc: BaseException) -> RoomJoinError:

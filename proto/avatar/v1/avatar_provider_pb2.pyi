@@ -14,7 +14,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StartSessionRequest(_message.Message):
-    __slots__ = ("provider", "room", "avatar_id", "provider_options", "video", "idle_timeout", "max_duration", "labels", "request_id", "session_id", "video_delay")
+    __slots__ = ("provider", "room", "avatar_id", "provider_options", "video", "idle_timeout", "max_duration", "labels", "request_id", "session_id", "video_delay", "audio_transport")
     class ProviderOptionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +40,7 @@ class StartSessionRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     VIDEO_DELAY_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_TRANSPORT_FIELD_NUMBER: _ClassVar[int]
     provider: str
     room: _session_pb2.RoomTarget
     avatar_id: str
@@ -51,7 +52,8 @@ class StartSessionRequest(_message.Message):
     request_id: str
     session_id: str
     video_delay: _duration_pb2.Duration
-    def __init__(self, provider: _Optional[str] = ..., room: _Optional[_Union[_session_pb2.RoomTarget, _Mapping]] = ..., avatar_id: _Optional[str] = ..., provider_options: _Optional[_Mapping[str, str]] = ..., video: _Optional[_Union[_session_pb2.VideoFormat, _Mapping]] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., session_id: _Optional[str] = ..., video_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    audio_transport: _session_pb2.AudioTransport
+    def __init__(self, provider: _Optional[str] = ..., room: _Optional[_Union[_session_pb2.RoomTarget, _Mapping]] = ..., avatar_id: _Optional[str] = ..., provider_options: _Optional[_Mapping[str, str]] = ..., video: _Optional[_Union[_session_pb2.VideoFormat, _Mapping]] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., session_id: _Optional[str] = ..., video_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., audio_transport: _Optional[_Union[_session_pb2.AudioTransport, str]] = ...) -> None: ...
 
 class StartSessionResponse(_message.Message):
     __slots__ = ("session",)

@@ -18,6 +18,12 @@ class AudioEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIO_ENCODING_UNSPECIFIED: _ClassVar[AudioEncoding]
     AUDIO_ENCODING_PCM16LE: _ClassVar[AudioEncoding]
 
+class AudioTransport(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AUDIO_TRANSPORT_UNSPECIFIED: _ClassVar[AudioTransport]
+    AUDIO_TRANSPORT_GRPC: _ClassVar[AudioTransport]
+    AUDIO_TRANSPORT_ROOM: _ClassVar[AudioTransport]
+
 class SessionState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SESSION_STATE_UNSPECIFIED: _ClassVar[SessionState]
@@ -39,6 +45,9 @@ class EndReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     END_REASON_START_FAILED: _ClassVar[EndReason]
 AUDIO_ENCODING_UNSPECIFIED: AudioEncoding
 AUDIO_ENCODING_PCM16LE: AudioEncoding
+AUDIO_TRANSPORT_UNSPECIFIED: AudioTransport
+AUDIO_TRANSPORT_GRPC: AudioTransport
+AUDIO_TRANSPORT_ROOM: AudioTransport
 SESSION_STATE_UNSPECIFIED: SessionState
 SESSION_STATE_STARTING: SessionState
 SESSION_STATE_ACTIVE: SessionState
@@ -55,7 +64,7 @@ END_REASON_ROOM_DISCONNECTED: EndReason
 END_REASON_START_FAILED: EndReason
 
 class Session(_message.Message):
-    __slots__ = ("name", "provider", "room", "avatar_id", "video", "idle_timeout", "max_duration", "labels", "state", "avatar_identity", "provider_audio_format", "create_time", "start_time", "end_time", "end_reason", "end_detail", "stats", "video_delay")
+    __slots__ = ("name", "provider", "room", "avatar_id", "video", "idle_timeout", "max_duration", "labels", "state", "avatar_identity", "provider_audio_format", "create_time", "start_time", "end_time", "end_reason", "end_detail", "stats", "video_delay", "audio_transport")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +90,7 @@ class Session(_message.Message):
     END_DETAIL_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
     VIDEO_DELAY_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_TRANSPORT_FIELD_NUMBER: _ClassVar[int]
     name: str
     provider: str
     room: RoomTarget
@@ -99,7 +109,8 @@ class Session(_message.Message):
     end_detail: str
     stats: SessionStats
     video_delay: _duration_pb2.Duration
-    def __init__(self, name: _Optional[str] = ..., provider: _Optional[str] = ..., room: _Optional[_Union[RoomTarget, _Mapping]] = ..., avatar_id: _Optional[str] = ..., video: _Optional[_Union[VideoFormat, _Mapping]] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., state: _Optional[_Union[SessionState, str]] = ..., avatar_identity: _Optional[str] = ..., provider_audio_format: _Optional[_Union[AudioFormat, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_reason: _Optional[_Union[EndReason, str]] = ..., end_detail: _Optional[str] = ..., stats: _Optional[_Union[SessionStats, _Mapping]] = ..., video_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    audio_transport: AudioTransport
+    def __init__(self, name: _Optional[str] = ..., provider: _Optional[str] = ..., room: _Optional[_Union[RoomTarget, _Mapping]] = ..., avatar_id: _Optional[str] = ..., video: _Optional[_Union[VideoFormat, _Mapping]] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., state: _Optional[_Union[SessionState, str]] = ..., avatar_identity: _Optional[str] = ..., provider_audio_format: _Optional[_Union[AudioFormat, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_reason: _Optional[_Union[EndReason, str]] = ..., end_detail: _Optional[str] = ..., stats: _Optional[_Union[SessionStats, _Mapping]] = ..., video_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., audio_transport: _Optional[_Union[AudioTransport, str]] = ...) -> None: ...
 
 class RoomTarget(_message.Message):
     __slots__ = ("url", "room_name", "agent_identity")
