@@ -53,7 +53,7 @@ def window(rx: Reception, t0: float, t1: float, fps: int) -> dict[str, Any]:
         "offset_ms": None, "correlation": None,
     }
     try:
-        offset, corr = av_offset([(v.t, v.opening) for v in part.video], part.audio)
+        offset, corr = av_offset(part.lips(), part.audio)
     except ValueError as exc:
         out["offset_error"] = str(exc)
     else:

@@ -22,13 +22,26 @@ VIDEO_TRACK = "avatar_video"
 
 @dataclass(slots=True)
 class VideoSample:
-    """One received frame: arrival time (monotonic s), mouth opening read from its pixels, size, RTP-derived time."""
+    """One received frame: arrival time (monotonic s), mouth opening read from its pixels, size, its timestamp, and
+    when a renderer shows it (`shown`)."""
 
     t: float
     opening: float
     width: int
     height: int
     timestamp_us: int
+    # libwebrtc stamps a decoded frame with its render time, on this machine's monotonic clock (the one
+    # time.monotonic reads), and hands it over before that time; a stamp on another clock falls back to arrival
+    shown: float = 0.0
+
+
+def shown_at(arrival: float, timestamp_us: int) -> float:
+    """A frame's render time if its timestamp is one (within RENDER_CLOCK_S of its arrival), else its arrival."""
+    render = timestamp_us / 1e6
+    return render if abs(render - arrival) < RENDER_CLOCK_S else arrival
+
+
+RENDER_CLOCK_S = 1.0  # no jitter buffer holds a frame this long: a timestamp this far from arrival is not a render time
 
 
 @dataclass
@@ -39,6 +52,10 @@ class Reception:
     audio: list[tuple[float, float]] = field(default_factory=list)  # (arrival of a 10 ms chunk's end, level 0..1)
     audio_samples: int = 0
     stills: list[tuple[float, bytes, int, int]] = field(default_factory=list)  # every 15th frame, for a contact sheet
+
+    def lips(self, since: float = float("-inf"), until: float = float("inf")) -> list[tuple[float, float]]:
+        """(time shown, mouth opening) of every frame shown in [since, until): what viewer.sync.av_offset takes."""
+        return [(v.shown, v.opening) for v in self.video if since <= v.shown < until]
 
     def dropped_frames(self, fps: int) -> int:
         """Frames missing between the first and last received frame, from the frames' own timestamps."""
@@ -125,7 +142,8 @@ class Viewer:
             frame = ev.frame
             data = bytes(frame.data)
             opening = mouth_opening_i420(data, frame.width, frame.height)
-            rx.video.append(VideoSample(now, opening, frame.width, frame.height, ev.timestamp_us))
+            rx.video.append(VideoSample(now, opening, frame.width, frame.height, ev.timestamp_us,
+                                        shown_at(now, ev.timestamp_us)))
             if self.first_video_at is None:
                 self.first_video_at = now
                 self.first_frame.set()

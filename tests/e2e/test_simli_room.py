@@ -96,7 +96,7 @@ async def _speak_once(target: LiveKitTarget, fake: FakeSimliProcess, clip: np.nd
         assert state["open_sessions"] == 0 and state["sessions"][-1]["stop_cause"] == "DONE"
         underruns = sum(isinstance(e, StreamWarning) for e in events)
         return SimliRun([e for e in events if not isinstance(e, StreamWarning)], underruns, list(viewer.rx.audio),
-                        [(v.t, v.opening) for v in viewer.rx.video], stalls.worst)
+                        viewer.rx.lips(), stalls.worst)
 
 
 async def test_simli_speaks_in_the_room_in_sync(livekit_target: LiveKitTarget, fake_simli: FakeSimliProcess,
