@@ -1,14 +1,12 @@
-"""Where a publisher's paced frames go: LiveKit media sources through rtc.AVSynchronizer, or a playout clock.
+"""Where a publisher's paced frames go: LiveKit media sources, or a playout clock.
 
-`SyncedMedia` is the real thing (rtc.AudioSource + rtc.VideoSource + rtc.AVSynchronizer; published when the
-publisher joins a room, draining in real time either way). `PlayoutClock` models the same real-time audio queue in
+`SyncedMedia` is the real thing (rtc.AudioSource + rtc.VideoSource; published when the publisher joins a room,
+draining in real time either way). `PlayoutClock` models the same real-time audio queue in
 pure Python for headless gateways, where nothing is published and per-session LiveKit sources would only cost CPU.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from abc import ABC, abstractmethod
 
@@ -44,7 +42,11 @@ class MediaOutput(ABC):
 
 
 class SyncedMedia(MediaOutput):
-    """LiveKit audio and video sources fed through rtc.AVSynchronizer.
+    """A LiveKit audio source and video source, fed by a publisher that times every frame itself.
+
+    Each video frame is captured the moment it is pushed: the publisher releases it when its audio starts to play.
+    (rtc.AVSynchronizer would re-pace video on its own 1/fps schedule, whose phase against the audio is arbitrary
+    and changes after every cleared queue: up to a frame of extra, varying video delay.)
 
     How much audio is queued is our own count, not `rtc.AudioSource.queued_duration`: the SDK's estimate
     (livekit 1.1.21) subtracts the time since the previous capture without stopping at zero, so after the queue ran
@@ -58,33 +60,39 @@ class SyncedMedia(MediaOutput):
         self._end = 0.0  # monotonic time at which the audio queued so far will have played
         self.audio_source = rtc.AudioSource(audio.sample_rate, audio.channels, queue_size_ms=queue_ms)
         self.video_source = rtc.VideoSource(video.width, video.height)
-        self.av_sync = rtc.AVSynchronizer(
-            audio_source=self.audio_source, video_source=self.video_source, video_fps=video.fps,
-            video_queue_size_ms=100,
-        )
+        self.last_audio_end = 0.0  # the stream time at which the last audio pushed ends
+        self.last_video_time = 0.0  # the stream time of the last video frame shown
 
     @property
     def queued_duration(self) -> float:
         return max(0.0, self._end - time.monotonic())
+
+    @property
+    def last_audio_time(self) -> float:
+        """The stream time played out so far."""
+        return self.last_audio_end - self.queued_duration
 
     async def push_audio(self, audio: np.ndarray, end_ts: float) -> None:
         channels = self._fmt.channels
         samples = audio.shape[0] // channels
         frame = rtc.AudioFrame(audio.tobytes(), self._fmt.sample_rate, channels, samples)
         self._end = max(self._end, time.monotonic()) + samples / self._fmt.sample_rate
-        await self.av_sync.push(frame, end_ts)
+        await self.audio_source.capture_frame(frame)
+        self.last_audio_end = end_ts
 
     async def push_video(self, video: rtc.VideoFrame, ts: float) -> None:
-        await self.av_sync.push(video, ts)
+        self.video_source.capture_frame(video)
+        self.last_video_time = ts
+
+    async def wait_for_playout(self) -> None:
+        """Until the queued audio has played."""
+        await self.audio_source.wait_for_playout()
 
     async def clear(self) -> None:
         self._end = 0.0
-        await self.av_sync.clear_queue()
+        self.audio_source.clear_queue()
 
     async def aclose(self) -> None:
-        await self.av_sync.aclose()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.av_sync._capture_video_task  # aclose only cancels it
         await self.audio_source.aclose()
         await self.video_source.aclose()
 

@@ -1,13 +1,13 @@
 """The one place that publishes an avatar's frames into its LiveKit room.
 
-Publishes `avatar_audio` (microphone) and `avatar_video` (camera) through `rtc.AVSynchronizer` on the session's
+Publishes `avatar_audio` (microphone) and `avatar_video` (camera) from LiveKit media sources on the session's
 room connection, paces the provider's frames in real time and tells the playout tracker how far playout has got.
 Better than livekit-agents' AvatarRunner in three ways:
 
 - pacing is ours: a frame is pulled from the provider only when less than `lead_ms` of audio is queued, so the
   audio source never blocks and an interrupt can never race with a capture in flight;
 - playback positions are what left the audio queue (pushed - queued), not what was pushed;
-- an interrupt clears the synchronizer's video queue and the audio source's queue, and any frame the provider had
+- an interrupt clears the delay line of video frames and the audio source's queue, and any frame the provider had
   already produced for an interrupted segment plays as silence.
 """
 
@@ -68,9 +68,9 @@ class RoomPublisher:
         self.first_frame = asyncio.get_running_loop().create_future()
 
     @property
-    def av_sync(self) -> rtc.AVSynchronizer | None:
-        """The synchronizer, unless running on a playout clock."""
-        return self._media.av_sync if isinstance(self._media, SyncedMedia) else None
+    def synced_media(self) -> SyncedMedia | None:
+        """The LiveKit sources, unless running on a playout clock."""
+        return self._media if isinstance(self._media, SyncedMedia) else None
 
     async def start(self) -> None:
         """Create the media output; join the room and publish both tracks unless headless."""

@@ -1,4 +1,4 @@
-"""The mock's pacing through the real rtc.AVSynchronizer and AudioSource, without a room.
+"""The mock's pacing through the real LiveKit AudioSource and VideoSource, without a room.
 
 60 s of speech in one segment, at a frame rate that divides the sample rate (30 fps: 800 samples a frame) and one
 that does not (29 fps: 827.59 samples a frame). Every video frame must carry exactly its share of audio, so after
@@ -52,7 +52,7 @@ async def play_one_segment(fps: int) -> tuple[int, int, int, float, float, float
         runner.cancel()
         with pytest.raises(asyncio.CancelledError):
             await runner
-        sync = publisher.av_sync
+        sync = publisher.synced_media
         assert sync is not None
         async with asyncio.timeout(10):
             await sync.wait_for_playout()
