@@ -2,7 +2,7 @@
 
 - time to first avatar frame: StartSession called -> the viewer's first decoded avatar frame (N sessions);
 - A/V offset at the viewer: mouth opening read from the pixels against the audio envelope (cross-correlation), per
-  run, with the session's video_delay at 0 and at the calibrated value;
+  run, with the session's video_delay at 0 (the gateway's default) and at `--video-delay` if another is given;
 - interrupt: clear_buffer received by the gateway -> every queue cleared (gateway metric: after this no stale
   sample can leave), and clear sent -> the viewer hears silence / sees the mouth closed;
 - drift: one session speaking continuously for `--drift-minutes`; the A/V offset in each 30 s window, and the
@@ -25,9 +25,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from agent_client import AvatarGatewayClient, PlaybackFinished, PlaybackStarted
+from bench.gateway_cli import GatewayUnderTest
 from examples.agent import load_clip, speak
-from gateway.config import GatewayConfig
-from gateway.server import GatewayServer
 from loopback import loopback_host, not_in_namespace_reason
 from viewer.participant import Viewer
 from viewer.sync import av_offset
@@ -40,14 +39,15 @@ ROOM = "bench"
 class Rig:
     url: str
     secret: str
-    gateway: GatewayServer
+    gateway: GatewayUnderTest
     client: AvatarGatewayClient
     viewer_token: str
 
 
 @asynccontextmanager
 async def rig(rtc_v1: bool = True) -> AsyncIterator[Rig]:
-    """The loopback server in its own process, the gateway and the client in this one. `rtc_v1=False` makes every
+    """The loopback server and the gateway each in its own process (as `./run demo` runs them), the client and the
+    viewer in this one, so the viewer's clock is not the gateway's event loop. `rtc_v1=False` makes every
     participant use the two-peer-connection `/rtc` path (the server offers subscriptions itself)."""
     secret = secrets.token_urlsafe(32)
     host, port = loopback_host(), 7880
@@ -65,16 +65,14 @@ async def rig(rtc_v1: bool = True) -> AsyncIterator[Rig]:
                 except OSError:
                     await asyncio.sleep(0.1)
         url = f"ws://{host}:{port}"
-        gateway = GatewayServer(GatewayConfig(listen="127.0.0.1:0", livekit_url=url, livekit_api_key=API_KEY,
-                                              livekit_api_secret=secret, shutdown_grace_s=0.0))
-        await gateway.start()
+        gateway = await GatewayUnderTest.start(1, livekit=(url, API_KEY, secret))
         from livekit import api
 
         token = (api.AccessToken(API_KEY, secret).with_identity("viewer")
                  .with_grants(api.VideoGrants(room_join=True, room=ROOM)).to_jwt())
         async with AvatarGatewayClient(f"127.0.0.1:{gateway.port}", timeout=60) as client:
             yield Rig(url, secret, gateway, client, token)
-        await gateway.stop(0.0)
+        await gateway.stop()
     finally:
         server.terminate()
         await server.wait()
@@ -145,8 +143,7 @@ async def speech_run(r: Rig, video_delay: float, interrupt_at: float | None) -> 
             await finished.wait()
         await asyncio.gather(talker, return_exceptions=True)
     await reader
-    video = [(v.t, v.opening) for v in viewer.rx.video]
-    offset, corr = av_offset(video, viewer.rx.audio)
+    offset, corr = av_offset(viewer.rx.lips(), viewer.rx.audio)
     result.update(offset_ms=offset * 1000, correlation=corr)
     await r.client.end_session(session.name)
     await viewer.aclose()
@@ -172,7 +169,7 @@ async def drift(r: Rig, minutes: float, video_delay: float) -> dict[str, object]
     windows = []
     t = t_start + 5
     while t + 30 <= time.monotonic():
-        video = [(v.t, v.opening) for v in viewer.rx.video if t <= v.t < t + 30]
+        video = viewer.rx.lips(t, t + 30)
         audio = [(a, lv) for a, lv in viewer.rx.audio if t <= a < t + 30]
         off, corr = av_offset(video, audio)
         windows.append({"t": round(t - t_start), "offset_ms": round(off * 1000, 1), "corr": round(corr, 2)})
@@ -205,7 +202,7 @@ async def main(args: argparse.Namespace) -> None:
         report["first_frame_ms"] = {"n": len(ff), "p50": pct(ff, 50) * 1000, "p95": pct(ff, 95) * 1000,
                                     "max": max(ff) * 1000}
         print("time to first avatar frame (ms):", json.dumps(report["first_frame_ms"]), flush=True)
-        for delay in (0.0, args.video_delay) if args.runs else ():
+        for delay in sorted({0.0, args.video_delay}) if args.runs else ():
             runs = [await speech_run(r, delay, None) for _ in range(args.runs)]
             offs = [x["offset_ms"] for x in runs]
             key = f"offset_video_delay_{round(delay * 1000)}ms"
@@ -213,8 +210,10 @@ async def main(args: argparse.Namespace) -> None:
                            "min": min(offs), "max": max(offs),
                            "correlation_min": min(x["correlation"] for x in runs)}
             print(f"A/V offset at the viewer, video_delay {delay * 1000:.0f} ms:", json.dumps(report[key]), flush=True)
+        await r.gateway.metrics()  # a new window: the interrupts' own
         intr = [await speech_run(r, args.video_delay, 3.0) for _ in range(args.runs)]
-        gw = r.gateway.manager.metrics.interrupt.summary() if intr else {}
+        [figures] = await r.gateway.metrics()
+        gw = figures["interrupt"] if intr else {}
         keys = ("count", "p50_us", "p99_us", "max_us")
         report["interrupt"] = {
             "gateway_clear_received_to_queues_cleared_us": {k: gw.get(k) for k in keys},
@@ -236,7 +235,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=20, help="sessions for the first-frame figure")
     parser.add_argument("--runs", type=int, default=5, help="speech runs per A/V offset setting")
-    parser.add_argument("--video-delay", type=float, default=0.11, help="calibrated video_delay, seconds")
+    parser.add_argument("--video-delay", type=float, default=0.0,
+                        help="a video_delay to measure beside 0 (the default), seconds")
     parser.add_argument("--drift-minutes", type=float, default=10.0)
     parser.add_argument("--no-rtc-v1", action="store_true",
                         help="participants use the two-peer-connection /rtc signalling path")

@@ -1,11 +1,12 @@
-"""The real `avatar-gateway serve` (headless, JSON logs) as a benchmark's subject: its port, its processes, and the
-metrics every gateway process logs on SIGUSR1 (gateway.cli)."""
+"""The real `avatar-gateway serve` (JSON logs; headless unless given a LiveKit server) as a benchmark's subject: its
+port, its processes, and the metrics every gateway process logs on SIGUSR1 (gateway.cli)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -17,7 +18,8 @@ START_TIMEOUT_S = 120.0
 
 
 class GatewayUnderTest:
-    """A headless gateway of `workers` processes."""
+    """A gateway of `workers` processes: headless, or in the rooms of the LiveKit server `livekit` names
+    (url, api key, api secret; the secret goes through the environment, never the command line)."""
 
     def __init__(self, proc: asyncio.subprocess.Process, workers: int) -> None:
         self.proc = proc
@@ -27,11 +29,17 @@ class GatewayUnderTest:
         self._reader = asyncio.get_running_loop().create_task(self._read(), name="gateway-log")
 
     @classmethod
-    async def start(cls, workers: int = 1, *extra: str) -> GatewayUnderTest:
+    async def start(cls, workers: int = 1, *extra: str, livekit: tuple[str, str, str] | None = None
+                    ) -> GatewayUnderTest:
         exe = Path(sys.executable).with_name("avatar-gateway")
+        env = dict(os.environ)
+        if livekit is None:
+            extra = ("--headless", *extra)
+        else:
+            env.update(LIVEKIT_URL=livekit[0], LIVEKIT_API_KEY=livekit[1], LIVEKIT_API_SECRET=livekit[2])
         proc = await asyncio.create_subprocess_exec(
-            str(exe), "serve", "--headless", "--listen", "127.0.0.1:0", "--log-json", "--workers", str(workers),
-            "--max-sessions", "100000", "--idle-timeout", "3600", "--shutdown-grace", "0", *extra,
+            str(exe), "serve", "--listen", "127.0.0.1:0", "--log-json", "--workers", str(workers),
+            "--max-sessions", "100000", "--idle-timeout", "3600", "--shutdown-grace", "0", *extra, env=env,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
         gateway = cls(proc, workers)
         async with asyncio.timeout(START_TIMEOUT_S):

@@ -1,6 +1,6 @@
 """The main job on the embedded default: everything on this machine, no external service, no API key.
 
-Starts the loopback LiveKit-compatible development server, the gateway (`avatar-gateway serve`, a real separate
+Starts the loopback LiveKit-compatible development server (its own process, as livekit-server is), the gateway
 process), a viewer participant that records exactly what a user would see and hear to an MP4 (H.264 + AAC), and the
 example agent, which starts a mock avatar session and speaks a bundled clip with one interruption. Then prints a
 report and writes a contact sheet PNG next to the MP4. Run it as `./run demo` (it needs the network namespace that
@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import secrets
 import signal
 import sys
 import time
@@ -23,7 +22,8 @@ import numpy as np
 
 from agent_client import AvatarGatewayClient, PlaybackFinished, PlaybackStarted
 from examples.agent import converse
-from loopback import LoopbackServer, loopback_host, not_in_namespace_reason
+from loopback import not_in_namespace_reason
+from loopback.process import LoopbackProcess
 from viewer.contact_sheet import contact_sheet
 from viewer.mp4 import Mp4Writer
 from viewer.participant import Viewer
@@ -32,21 +32,18 @@ from viewer.sync import av_offset, envelope_level
 ROOM = "demo"
 AGENT = "agent-1"
 API_KEY = "devkey"
-# measured on the loopback path (see BENCHMARKS.md): its receive side held audio ~110 ms longer than video while the
-# server re-encoded every track; forwarding RTP it measures ~50 ms (this value awaits re-calibration)
-VIDEO_DELAY_MS = 110
 VOICED = 0.3  # a 10 ms chunk with at least this envelope level is voice (the mock's mouth is well open there)
 INTERRUPT_WINDOW_S = 0.5  # frame gaps this soon after clear_buffer was sent are the frames it discarded
 
 
-async def start_gateway(lk: LoopbackServer) -> tuple[asyncio.subprocess.Process, int]:
+async def start_gateway(lk: LoopbackProcess) -> tuple[asyncio.subprocess.Process, int]:
     """`avatar-gateway serve` as its own process, configured through the environment like a deployment."""
     env = dict(os.environ, LIVEKIT_URL=lk.url, LIVEKIT_API_KEY=lk.api_key, LIVEKIT_API_SECRET=lk.api_secret)
     port_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"avatar-gateway-{os.getpid()}.port"
     port_file.unlink(missing_ok=True)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway.cli", "serve", "--listen", "127.0.0.1:0", "--port-file", str(port_file),
-        "--video-delay-ms", str(VIDEO_DELAY_MS), "--shutdown-grace", "2", env=env)
+        "--shutdown-grace", "2", env=env)
     async with asyncio.timeout(30):
         while not port_file.exists() or not port_file.read_text().strip():
             if proc.returncode is not None:
@@ -59,7 +56,7 @@ async def start_gateway(lk: LoopbackServer) -> tuple[asyncio.subprocess.Process,
 
 async def demo(out: Path, provider: str) -> int:
     mp4_path, sheet_path = out / "avatar.mp4", out / "avatar-contact-sheet.png"
-    async with LoopbackServer(loopback_host(), 0, API_KEY, secrets.token_urlsafe(32)) as lk:
+    async with LoopbackProcess.start(api_key=API_KEY) as lk:
         print(f"loopback LiveKit development server: {lk.url}")
         gateway, port = await start_gateway(lk)
         print(f"gateway: 127.0.0.1:{port} (pid {gateway.pid})")
@@ -74,7 +71,7 @@ async def demo(out: Path, provider: str) -> int:
                 t_active = time.monotonic()
                 print(f"session {session.name}: avatar {session.avatar_identity} ACTIVE after "
                       f"{(t_active - t_start) * 1000:.0f} ms")
-                viewer = Viewer(lk.url, lk.create_token("viewer", ROOM), avatar_identity=session.avatar_identity,
+                viewer = Viewer(lk.url, lk.token("viewer", ROOM), avatar_identity=session.avatar_identity,
                                 recorder=recorder)
                 await viewer.join()
                 async with asyncio.timeout(15):
@@ -96,15 +93,14 @@ async def demo(out: Path, provider: str) -> int:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(20):
                     await gateway.wait()
-        leftovers = lk.state().rooms
+        leftovers = await lk.participants(ROOM)
     rx = viewer.rx
     first_frame_ms = (viewer.first_video_at - t_start) * 1000
     report = {"time to first avatar frame at the viewer (from StartSession)": f"{first_frame_ms:.0f} ms"}
-    video = [(v.t, v.opening) for v in rx.video]
-    offset, corr = av_offset(video, rx.audio)
+    offset, corr = av_offset(rx.lips(), rx.audio)
     report["A/V offset at the viewer (+ = video late)"] = f"{offset * 1000:+.0f} ms (correlation {corr:.2f})"
     first_voice = next((t for t, lv in rx.audio if t > timeline.first_send and lv > 0.3), None)
-    first_lips = next((v.t for v in rx.video if v.t > timeline.first_send and v.opening > 0.3), None)
+    first_lips = next((v.shown for v in rx.video if v.shown > timeline.first_send and v.opening > 0.3), None)
     if first_voice is not None and first_lips is not None:
         report["audio sent -> voice heard at the viewer"] = f"{(first_voice - timeline.first_send) * 1000:.0f} ms"
         report["audio sent -> lips moving at the viewer"] = f"{(first_lips - timeline.first_send) * 1000:.0f} ms"
