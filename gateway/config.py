@@ -45,6 +45,9 @@ class GatewayConfig:
     log_json: bool = False
     # worker processes sharing the listen port (gateway.cluster)
     workers: int = 1
+    # the gateway owns its process: at start, move what exists out of every later GC pass (gc.freeze). Off when
+    # it is embedded in another program's process, whose objects are not the gateway's to freeze.
+    owns_process: bool = True
 
     @property
     def livekit_configured(self) -> bool:

@@ -98,9 +98,10 @@ class GatewayServer:
         self.port = _bind(self._server, self.config.listen)
         for adapter in self.manager.registry:
             await adapter.warm_up()
-        # what exists now lives as long as the process: keep it out of every later collection (shorter GC pauses)
-        gc.collect()
-        gc.freeze()
+        if self.config.owns_process:
+            # what exists now lives as long as the process: keep it out of every later collection (shorter pauses)
+            gc.collect()
+            gc.freeze()
         await self._server.start()
         self._lag_probe = asyncio.get_running_loop().create_task(probe_loop_lag(self.manager.metrics),
                                                                  name="loop-lag-probe")

@@ -43,7 +43,8 @@ class EmbeddedGateway:
         self._dir = Path(tempfile.mkdtemp(prefix="avatar-gateway-"))
         path = self._dir / "gateway.sock"
         config = from_env(listen=f"unix:{path}", livekit_url=self._url, livekit_api_key=self._key,
-                          livekit_api_secret=self._secret, api_keys={}, workers=1, shutdown_grace_s=0.0)
+                          livekit_api_secret=self._secret, api_keys={}, workers=1, shutdown_grace_s=0.0,
+                          owns_process=False)
         self.server = GatewayServer(config)
         try:
             await self.server.start()

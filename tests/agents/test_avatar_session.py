@@ -3,7 +3,7 @@ gateway's mock avatar joins the room, a viewer watches it, and the agent's speec
 gateway's playback events (heard positions), on every path.
 
 The agent is its own participant of the test's room (an rtc.Room with its own token); its TTS voices each word as
-a fixed stretch of tone (tests/agents/agent_fakes.py), so every utterance's length is known exactly.
+a fixed stretch of tone (agent_client/livekit/testing.py), so every utterance's length is known exactly.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,8 +23,9 @@ from livekit.agents.voice.io import PlaybackFinishedEvent
 from livekit.agents.voice.room_io import RoomOptions
 
 from agent_client.livekit import AvatarJoinError, AvatarSession, AvatarStreamError
+from agent_client.livekit.testing import FixedLLM, ToneTTS, utterance_seconds
 from gateway.server import GatewayServer
-from tests.agents.agent_fakes import FixedLLM, ToneTTS, utterance_seconds
+from tests.agents.tcp_proxy import TcpProxy
 from tests.e2e.e2e_helpers import (
     LIGHT_VIDEO,
     TIMEOUT,
@@ -87,7 +89,7 @@ def agent_token(harness: Harness, identity: str) -> str:
 
 @contextlib.asynccontextmanager
 async def agent_world(e2e: Harness, *, embedded: bool = False, headless: bool = False,
-                      job: bool = False, **avatar_args: Any) -> AsyncIterator[World]:
+                      job: bool = False, proxy: TcpProxy | None = None, **avatar_args: Any) -> AsyncIterator[World]:
     """Gateway (or embedded), viewer, the agent's room, AgentSession with the avatar, started in that order."""
     gateway: GatewayServer | None = None
     if embedded:
@@ -97,6 +99,9 @@ async def agent_world(e2e: Harness, *, embedded: bool = False, headless: bool = 
     else:
         gateway = await e2e.start_gateway(headless=headless)
         target = f"127.0.0.1:{gateway.port}"
+        if proxy is not None:  # the plugin reaches the gateway through a proxy whose connections the test cuts
+            await proxy.start(gateway.port)
+            target = proxy.target
     session_id = new_session_id()
     identity = avatar_identity_for(session_id)
     viewer = await e2e.viewer(identity)
@@ -234,8 +239,30 @@ async def test_a_lost_stream_is_opened_again_for_the_next_utterance(e2e: Harness
         assert out.reopened == 1
 
 
+async def test_a_network_drop_mid_utterance_is_survived(e2e: Harness) -> None:
+    proxy = TcpProxy()
+    try:
+        async with agent_world(e2e, proxy=proxy) as world:
+            out = world.avatar.audio_output
+            assert out is not None
+            handle = world.session.say(words(16))
+            async with asyncio.timeout(TIMEOUT):
+                await world.started.wait()
+            assert proxy.cut() >= 1  # the TCP connection to the gateway drops mid-utterance
+            async with asyncio.timeout(TIMEOUT):
+                await handle
+            assert world.finished[-1].interrupted
+            assert await world.say(words(3)) is not None  # over a new connection, on a new stream
+            assert_played_whole(world, words(3))
+            assert out.reopened == 1 and proxy.connections >= 2
+    finally:
+        await proxy.aclose()
+
+
 async def test_embedded_gateway_plays_and_stops_with_the_avatar(e2e: Harness) -> None:
+    frozen = gc.get_freeze_count()
     async with agent_world(e2e, embedded=True) as world:
+        assert gc.get_freeze_count() == frozen, "the embedded gateway froze the agent's objects out of GC"
         assert world.avatar.gateway_target.startswith("unix:/")
         text = words(6)
         heard_from = len(world.viewer.rx.audio)

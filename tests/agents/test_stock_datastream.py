@@ -27,8 +27,8 @@ from livekit.agents.voice.io import PlaybackFinishedEvent
 from livekit.agents.voice.room_io import RoomOptions
 
 from agent_client import AvatarGatewayClient, GatewayError, Session
+from agent_client.livekit.testing import FixedLLM, ToneTTS, tone, utterance_seconds
 from gateway.server import GatewayServer
-from tests.agents.agent_fakes import FixedLLM, ToneTTS, tone, utterance_seconds
 from tests.agents.test_avatar_session import LOUD, MARKERS_MAX_S, REPLY, agent_token, words
 from tests.e2e.e2e_helpers import LIGHT_VIDEO, TIMEOUT, Harness, ObservedViewer, avatar_identity_for, new_session_id
 from tests.test_grpcurl import GRPCURL, grpcurl

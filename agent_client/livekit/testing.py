@@ -1,5 +1,6 @@
-"""Deterministic, network-free models for a real livekit-agents AgentSession: a TTS that voices every word as a
-fixed stretch of tone, so an utterance's audio length is known exactly, and an LLM with one fixed answer."""
+"""Deterministic, network-free models for a real livekit-agents AgentSession, for tests and benchmarks of agents: a
+TTS that voices every word as a fixed stretch of tone, so an utterance's audio length is known exactly, and an LLM
+with one fixed answer."""
 
 from __future__ import annotations
 
