@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import signal
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,6 +27,7 @@ from agent_client.livekit import AvatarJoinError, AvatarSession, AvatarStreamErr
 from agent_client.livekit.testing import FixedLLM, ToneTTS, utterance_seconds
 from gateway.server import GatewayServer
 from tests.agents.tcp_proxy import TcpProxy
+from tests.cli_process import GatewayProcess, clean_env
 from tests.e2e.e2e_helpers import (
     LIGHT_VIDEO,
     TIMEOUT,
@@ -89,10 +91,13 @@ def agent_token(harness: Harness, identity: str) -> str:
 
 @contextlib.asynccontextmanager
 async def agent_world(e2e: Harness, *, embedded: bool = False, headless: bool = False,
-                      job: bool = False, proxy: TcpProxy | None = None, **avatar_args: Any) -> AsyncIterator[World]:
+                      job: bool = False, proxy: TcpProxy | None = None, gateway_target: str | None = None,
+                      **avatar_args: Any) -> AsyncIterator[World]:
     """Gateway (or embedded), viewer, the agent's room, AgentSession with the avatar, started in that order."""
     gateway: GatewayServer | None = None
-    if embedded:
+    if gateway_target is not None:  # a gateway the test runs itself (a separate process)
+        target = gateway_target
+    elif embedded:
         target = "embedded"
         avatar_args.update(livekit_url=e2e.target.url, livekit_api_key=e2e.target.api_key,
                            livekit_api_secret=e2e.target.api_secret)
@@ -257,6 +262,31 @@ async def test_a_network_drop_mid_utterance_is_survived(e2e: Harness) -> None:
             assert out.reopened == 1 and proxy.connections >= 2
     finally:
         await proxy.aclose()
+
+
+async def test_the_gateway_stopped_under_a_speaking_agent_fails_loudly_and_never_hangs(
+        e2e: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    env = clean_env(LIVEKIT_URL=e2e.target.url, LIVEKIT_API_KEY=e2e.target.api_key,
+                    LIVEKIT_API_SECRET=e2e.target.api_secret)
+    cli = await GatewayProcess.start("--listen", "127.0.0.1:0", "--shutdown-grace", "1", env=env)
+    try:
+        port = int((await cli.wait_line(r"listening on port (\d+)")).group(1))
+        async with agent_world(e2e, gateway_target=f"127.0.0.1:{port}") as world:
+            handle = world.session.say(words(40))  # 10 s
+            async with asyncio.timeout(TIMEOUT):
+                await world.started.wait()
+            cli.proc.send_signal(signal.SIGTERM)  # the gateway restarts under the speaking agent
+            async with asyncio.timeout(TIMEOUT):
+                await handle  # returns: finished by the gateway's shutdown (or the lost stream), never hangs
+            assert world.finished and world.finished[-1].interrupted
+            assert await cli.wait() == 0
+            await e2e.assert_avatar_left(world.viewer, world.avatar_identity)
+            async with asyncio.timeout(TIMEOUT):
+                await world.session.say(words(2))  # later speech is refused loudly, and say() still returns
+            refused = [r for r in caplog.records if r.exc_info and isinstance(r.exc_info[1], AvatarStreamError)]
+            assert refused, "speech after the gateway went away was not refused"
+    finally:
+        await cli.aclose()
 
 
 async def test_embedded_gateway_plays_and_stops_with_the_avatar(e2e: Harness) -> None:
