@@ -24,10 +24,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from agent_client import AvatarGatewayClient, PlaybackFinished, PlaybackStarted
+from agent_client import AvatarGatewayClient, PlaybackFinished, PlaybackStarted, Session
 from bench.gateway_cli import GatewayUnderTest
 from examples.agent import load_clip, speak
 from loopback import loopback_host, not_in_namespace_reason
+from viewer.browser import BrowserViewer
 from viewer.participant import Viewer
 from viewer.sync import av_offset
 
@@ -42,6 +43,7 @@ class Rig:
     gateway: GatewayUnderTest
     client: AvatarGatewayClient
     viewer_token: str
+    browser_token: str
 
 
 @asynccontextmanager
@@ -70,8 +72,10 @@ async def rig(rtc_v1: bool = True) -> AsyncIterator[Rig]:
 
         token = (api.AccessToken(API_KEY, secret).with_identity("viewer")
                  .with_grants(api.VideoGrants(room_join=True, room=ROOM)).to_jwt())
+        browser_token = (api.AccessToken(API_KEY, secret).with_identity("browser")
+                         .with_grants(api.VideoGrants(room_join=True, room=ROOM)).to_jwt())
         async with AvatarGatewayClient(f"127.0.0.1:{gateway.port}", timeout=60) as client:
-            yield Rig(url, secret, gateway, client, token)
+            yield Rig(url, secret, gateway, client, token, browser_token)
         await gateway.stop()
     finally:
         server.terminate()
@@ -101,10 +105,24 @@ async def first_frames(r: Rig, n: int) -> list[float]:
     return out
 
 
-async def speech_run(r: Rig, video_delay: float, interrupt_at: float | None) -> dict[str, float]:
+async def speech_run(r: Rig, video_delay: float, interrupt_at: float | None, browser: bool = False
+                     ) -> dict[str, float]:
+    session = await r.client.start_session("mock", room_name=ROOM, agent_identity="agent-1", video_delay=video_delay)
+    page = BrowserViewer(r.url, r.browser_token, avatar_identity=session.avatar_identity) if browser else None
+    try:
+        if page is not None:
+            await page.open()
+            await page.wait_until(lambda: page.first_video_at is not None and len(page.rx.audio) >= 50, 30)
+        return await _speech_run(r, session, interrupt_at, page)
+    finally:
+        if page is not None:
+            await page.aclose()
+
+
+async def _speech_run(r: Rig, session: Session, interrupt_at: float | None, page: BrowserViewer | None
+                      ) -> dict[str, float]:
     pcm, rate = load_clip()
     pcm = pcm[: rate * 9]
-    session = await r.client.start_session("mock", room_name=ROOM, agent_identity="agent-1", video_delay=video_delay)
     viewer = Viewer(r.url, r.viewer_token, avatar_identity=session.avatar_identity)
     await viewer.join()
     async with asyncio.timeout(20):
@@ -145,6 +163,11 @@ async def speech_run(r: Rig, video_delay: float, interrupt_at: float | None) -> 
     await reader
     offset, corr = av_offset(viewer.rx.lips(), viewer.rx.audio)
     result.update(offset_ms=offset * 1000, correlation=corr)
+    if page is not None:
+        await page.wait_until(lambda: page.rx.audio[-1][0] >= viewer.rx.audio[-1][0], 10)  # its posts caught up
+        b_offset, b_corr = av_offset(page.rx.lips(), page.rx.audio)
+        result.update(browser_offset_ms=b_offset * 1000, browser_correlation=b_corr,
+                      browser_frames_not_seen=page.dropped_frames)
     await r.client.end_session(session.name)
     await viewer.aclose()
     return result
@@ -203,13 +226,18 @@ async def main(args: argparse.Namespace) -> None:
                                     "max": max(ff) * 1000}
         print("time to first avatar frame (ms):", json.dumps(report["first_frame_ms"]), flush=True)
         for delay in sorted({0.0, args.video_delay}) if args.runs else ():
-            runs = [await speech_run(r, delay, None) for _ in range(args.runs)]
-            offs = [x["offset_ms"] for x in runs]
+            runs = [await speech_run(r, delay, None, args.browser) for _ in range(args.runs)]
             key = f"offset_video_delay_{round(delay * 1000)}ms"
-            report[key] = {"runs": [round(o, 1) for o in offs], "median": statistics.median(offs),
-                           "min": min(offs), "max": max(offs),
-                           "correlation_min": min(x["correlation"] for x in runs)}
-            print(f"A/V offset at the viewer, video_delay {delay * 1000:.0f} ms:", json.dumps(report[key]), flush=True)
+            for viewer_kind, prefix in (("sdk", ""), ("browser", "browser_")):
+                offs = [x[f"{prefix}offset_ms"] for x in runs if f"{prefix}offset_ms" in x]
+                if not offs:
+                    continue
+                report[f"{key}_{viewer_kind}"] = {
+                    "runs": [round(o, 1) for o in offs], "median": statistics.median(offs), "min": min(offs),
+                    "max": max(offs), "correlation_min": min(x[f"{prefix}correlation"] for x in runs),
+                    **({"frames_not_seen": [x["browser_frames_not_seen"] for x in runs]} if prefix else {})}
+                print(f"A/V offset at the {viewer_kind} viewer, video_delay {delay * 1000:.0f} ms:",
+                      json.dumps(report[f"{key}_{viewer_kind}"]), flush=True)
         await r.gateway.metrics()  # a new window: the interrupts' own
         intr = [await speech_run(r, args.video_delay, 3.0) for _ in range(args.runs)]
         [figures] = await r.gateway.metrics()
@@ -238,6 +266,8 @@ if __name__ == "__main__":
     parser.add_argument("--video-delay", type=float, default=0.0,
                         help="a video_delay to measure beside 0 (the default), seconds")
     parser.add_argument("--drift-minutes", type=float, default=10.0)
+    parser.add_argument("--browser", action="store_true",
+                        help="a headless Chromium viewer (viewer/browser) watches every A/V run beside the SDK viewer")
     parser.add_argument("--no-rtc-v1", action="store_true",
                         help="participants use the two-peer-connection /rtc signalling path")
     a = parser.parse_args()

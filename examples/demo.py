@@ -24,6 +24,7 @@ from agent_client import AvatarGatewayClient, PlaybackFinished, PlaybackStarted
 from examples.agent import converse
 from loopback import not_in_namespace_reason
 from loopback.process import LoopbackProcess
+from viewer.browser import BrowserViewer
 from viewer.contact_sheet import contact_sheet
 from viewer.mp4 import Mp4Writer
 from viewer.participant import Viewer
@@ -54,7 +55,7 @@ async def start_gateway(lk: LoopbackProcess) -> tuple[asyncio.subprocess.Process
     return proc, port
 
 
-async def demo(out: Path, provider: str) -> int:
+async def demo(out: Path, provider: str, web: bool = False) -> int:
     mp4_path, sheet_path = out / "avatar.mp4", out / "avatar-contact-sheet.png"
     async with LoopbackProcess.start(api_key=API_KEY) as lk:
         print(f"loopback LiveKit development server: {lk.url}")
@@ -62,6 +63,7 @@ async def demo(out: Path, provider: str) -> int:
         print(f"gateway: 127.0.0.1:{port} (pid {gateway.pid})")
         recorder = Mp4Writer(mp4_path, 640, 480, 30)
         viewer: Viewer | None = None
+        page: BrowserViewer | None = None
         try:
             async with AvatarGatewayClient(f"127.0.0.1:{port}") as client:
                 t_start = time.monotonic()
@@ -78,13 +80,22 @@ async def demo(out: Path, provider: str) -> int:
                     await viewer.wait_tracks()
                     await viewer.first_frame.wait()
                 assert viewer.first_video_at is not None
+                if web:  # the same avatar in headless Chromium (livekit-client), watched beside the SDK viewer
+                    page = BrowserViewer(lk.url, lk.token("browser", ROOM), avatar_identity=session.avatar_identity)
+                    await page.open()
+                    await page.wait_until(lambda: page.first_video_at is not None and len(page.rx.audio) >= 50, 30)
+                    print("browser viewer (headless Chromium, livekit-client): receiving the avatar")
                 print("viewer: receiving avatar_audio + avatar_video; the agent speaks:")
                 timeline = await converse(client, session.name)
                 ended = await client.end_session(session.name)
                 async with asyncio.timeout(15):
                     await viewer.avatar_left.wait()
                 print(f"session ended ({ended.end_detail}); the avatar left the room")
+            if page is not None:
+                await page.wait_until(lambda: page.avatar_left.is_set(), 15)
         finally:
+            if page is not None:
+                await page.aclose()
             if viewer is not None:
                 await viewer.aclose()
             await asyncio.to_thread(recorder.close)
@@ -99,6 +110,10 @@ async def demo(out: Path, provider: str) -> int:
     report = {"time to first avatar frame at the viewer (from StartSession)": f"{first_frame_ms:.0f} ms"}
     offset, corr = av_offset(rx.lips(), rx.audio)
     report["A/V offset at the viewer (+ = video late)"] = f"{offset * 1000:+.0f} ms (correlation {corr:.2f})"
+    if page is not None:
+        b_offset, b_corr = av_offset(page.rx.lips(), page.rx.audio)
+        report["A/V offset in the browser (rendered frames, WebAudio)"] = \
+            f"{b_offset * 1000:+.0f} ms (correlation {b_corr:.2f}); {page.dropped_frames} frames not seen"
     first_voice = next((t for t, lv in rx.audio if t > timeline.first_send and lv > 0.3), None)
     first_lips = next((v.shown for v in rx.video if v.shown > timeline.first_send and v.opening > 0.3), None)
     if first_voice is not None and first_lips is not None:
@@ -154,6 +169,8 @@ def main() -> None:
     parser.add_argument("--provider", choices=("mock", "simli"), default="mock",
                         help="the avatar: the mock (default, no external service) or Simli (needs SIMLI_API_KEY and "
                              "SIMLI_FACE_ID)")
+    parser.add_argument("--web", action="store_true",
+                        help="also watch in headless Chromium (livekit-client, viewer/browser); report what it shows")
     args = parser.parse_args()
     reason = not_in_namespace_reason()
     if reason is not None:
@@ -161,7 +178,7 @@ def main() -> None:
     if args.provider == "simli" and not (os.environ.get("SIMLI_API_KEY") and os.environ.get("SIMLI_FACE_ID")):
         sys.exit("demo: --provider simli needs SIMLI_API_KEY and SIMLI_FACE_ID in the environment")
     args.out.mkdir(parents=True, exist_ok=True)
-    sys.exit(asyncio.run(demo(args.out, args.provider)))
+    sys.exit(asyncio.run(demo(args.out, args.provider, args.web)))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ cd "$root"
 need_apt=()
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
+# the browser viewer (viewer/browser): Debian's Chromium, and npm for livekit-client
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if ((${#need_apt[@]})); then
   echo "bootstrap: installing Debian packages: ${need_apt[*]}" >&2
   sudo_cmd=""
@@ -27,4 +30,13 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q -e ".[dev]"
   rm -f .venv/.installed-*
   touch "$stamp"
+fi
+
+lock=viewer/browser/package-lock.json
+npm_stamp=viewer/browser/node_modules/.installed-$(sha256sum "$lock" | cut -c1-16)
+if [ ! -f "$npm_stamp" ]; then
+  echo "bootstrap: installing the browser viewer's npm packages" >&2
+  (cd viewer/browser && npm ci --no-audit --no-fund --silent >/dev/null)
+  rm -f viewer/browser/node_modules/.installed-*
+  touch "$npm_stamp"
 fi

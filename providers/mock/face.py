@@ -41,6 +41,7 @@ __all__ = [
     "FaceRenderer",
     "i420_size",
     "mouth_opening",
+    "mouth_reference",
     "mouth_opening_i420",
     "mouth_opening_rgb",
     "rgb_to_i420",
@@ -437,6 +438,15 @@ def _reference(width: int, height: int) -> tuple[int, int, int, int, int, int]:
     closed = int(np.count_nonzero(_ellipse(g, _MOUTH_C, (_MOUTH_RX, _MOUTH_RY_CLOSED)) > 0.5))
     full = int(np.count_nonzero(_ellipse(g, _MOUTH_C, (_MOUTH_RX, _MOUTH_RY_OPEN)) > 0.5))
     return x0, x1, y0, y1, closed, max(full, closed + 1)
+
+
+def mouth_reference(width: int, height: int) -> dict[str, float]:
+    """How to read the opening at this resolution elsewhere (a browser): the mouth box [x0, x1) x [y0, y1), the dark
+    pixel counts of a closed and of a fully open mouth, and the luma threshold (BT.601 limited range, as
+    `mouth_opening_rgb` computes it from RGB)."""
+    x0, x1, y0, y1, closed, full = _reference(width, height)
+    return {"x0": x0, "x1": x1, "y0": y0, "y1": y1, "closed": closed, "full": full, "threshold": DARK_THRESHOLD,
+            "ky_r": _KY[0], "ky_g": _KY[1], "ky_b": _KY[2]}
 
 
 def _opening_from_box(luma_box: npt.NDArray[Any], closed: int, full: int, threshold: float) -> float:
