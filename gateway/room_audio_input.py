@@ -157,7 +157,9 @@ class RoomAudioInput:
         self._clears.append(done)
         self._clearing.set()
         self._changed.set()
-        await done
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_FLUSH_S):  # the receiver applies it at its next step; never hang a call
+                await done
         return "ok"
 
     async def _receive(self) -> None:
@@ -166,10 +168,15 @@ class RoomAudioInput:
             await self._changed.wait()
             self._changed.clear()
             while self._clears or self._pending:
-                if self._clears:
-                    await self._clear()
-                else:
-                    await self._play(self._pending.popleft())
+                try:
+                    if self._clears:
+                        await self._clear()
+                    else:
+                        await self._play(self._pending.popleft())
+                except Exception:  # one bad stream must not stop the session's input; its segment is still owed
+                    log.exception("session %s: room audio input failed on a stream", self._session.name)
+                    await self._session.interrupt()
+                    self._answer_clears()
 
     async def _clear(self) -> None:
         session = self._session
@@ -178,6 +185,9 @@ class RoomAudioInput:
             if session.state is State.ACTIVE:
                 session.open_segment()
         await session.interrupt()
+        self._answer_clears()
+
+    def _answer_clears(self) -> None:
         clears, self._clears = self._clears, []
         self._clearing.clear()
         for fut in clears:

@@ -41,9 +41,9 @@ __all__ = [
     "FaceRenderer",
     "i420_size",
     "mouth_opening",
-    "mouth_reference",
     "mouth_opening_i420",
     "mouth_opening_rgb",
+    "mouth_reference",
     "rgb_to_i420",
 ]
 
