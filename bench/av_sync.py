@@ -166,8 +166,10 @@ async def _speech_run(r: Rig, session: Session, interrupt_at: float | None, page
     if page is not None:
         await page.wait_until(lambda: page.rx.audio[-1][0] >= viewer.rx.audio[-1][0], 10)  # its posts caught up
         b_offset, b_corr = av_offset(page.rx.lips(), page.rx.audio)
+        w_offset, w_corr = av_offset(page.rx.lips(), page.webaudio)
         result.update(browser_offset_ms=b_offset * 1000, browser_correlation=b_corr,
-                      browser_frames_not_seen=page.dropped_frames)
+                      browser_frames_not_seen=page.dropped_frames, webaudio_offset_ms=w_offset * 1000,
+                      webaudio_correlation=w_corr)
     await r.client.end_session(session.name)
     await viewer.aclose()
     return result
@@ -228,14 +230,15 @@ async def main(args: argparse.Namespace) -> None:
         for delay in sorted({0.0, args.video_delay}) if args.runs else ():
             runs = [await speech_run(r, delay, None, args.browser) for _ in range(args.runs)]
             key = f"offset_video_delay_{round(delay * 1000)}ms"
-            for viewer_kind, prefix in (("sdk", ""), ("browser", "browser_")):
+            for viewer_kind, prefix in (("sdk", ""), ("browser", "browser_"), ("browser webaudio tap", "webaudio_")):
                 offs = [x[f"{prefix}offset_ms"] for x in runs if f"{prefix}offset_ms" in x]
                 if not offs:
                     continue
                 report[f"{key}_{viewer_kind}"] = {
                     "runs": [round(o, 1) for o in offs], "median": statistics.median(offs), "min": min(offs),
                     "max": max(offs), "correlation_min": min(x[f"{prefix}correlation"] for x in runs),
-                    **({"frames_not_seen": [x["browser_frames_not_seen"] for x in runs]} if prefix else {})}
+                    **({"frames_not_seen": [x["browser_frames_not_seen"] for x in runs]} if prefix == "browser_"
+                       else {})}
                 print(f"A/V offset at the {viewer_kind} viewer, video_delay {delay * 1000:.0f} ms:",
                       json.dumps(report[f"{key}_{viewer_kind}"]), flush=True)
         await r.gateway.metrics()  # a new window: the interrupts' own

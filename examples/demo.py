@@ -112,8 +112,11 @@ async def demo(out: Path, provider: str, web: bool = False) -> int:
     report["A/V offset at the viewer (+ = video late)"] = f"{offset * 1000:+.0f} ms (correlation {corr:.2f})"
     if page is not None:
         b_offset, b_corr = av_offset(page.rx.lips(), page.rx.audio)
-        report["A/V offset in the browser (rendered frames, WebAudio)"] = \
+        w_offset, w_corr = av_offset(page.rx.lips(), page.webaudio)
+        report["A/V offset in the browser (rendered frames, audio element)"] = \
             f"{b_offset * 1000:+.0f} ms (correlation {b_corr:.2f}); {page.dropped_frames} frames not seen"
+        report["A/V offset in the browser through a WebAudio tap"] = \
+            f"{w_offset * 1000:+.0f} ms (correlation {w_corr:.2f})"
     first_voice = next((t for t, lv in rx.audio if t > timeline.first_send and lv > 0.3), None)
     first_lips = next((v.shown for v in rx.video if v.shown > timeline.first_send and v.opening > 0.3), None)
     if first_voice is not None and first_lips is not None:

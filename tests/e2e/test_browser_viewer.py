@@ -1,5 +1,6 @@
 """The avatar in a real browser: headless Chromium running livekit-client on viewer/browser's page, in the loopback
-room. It sees the avatar's frames at their display times and hears its voice through WebAudio, the mouth it reads
+room. It sees the avatar's frames at their display times and hears its voice as its audio element plays it (and
+through a WebAudio tap), the mouth it reads
 from the rendered pixels follows the voice it hears, and it sees the avatar leave when the session ends."""
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ async def test_a_browser_sees_and_hears_the_avatar_and_the_lips_follow_the_voice
         assert max(v.opening for v in browser.rx.video) > 0.5  # the mouth opened in the rendered pixels
         assert max(level for _, level in browser.rx.audio) > 0.5  # the voice was heard
         assert corr > 0.5, f"the mouth the browser shows does not follow the voice it plays ({corr:.2f})"
+        _, tapped = av_offset(browser.rx.lips(), browser.webaudio)  # the same voice, through the WebAudio tap
+        assert tapped > 0.5
         await client.end_session(session.name)
         async with asyncio.timeout(TIMEOUT):
             await browser.avatar_left.wait()

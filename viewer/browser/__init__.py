@@ -1,16 +1,19 @@
 """A viewer that users actually use: headless Chromium running livekit-client on a page this package serves.
 
 The page (`static/`) joins the room, reads the avatar's mouth opening from every rendered frame at the time the
-compositor shows it (`requestVideoFrameCallback` + canvas) and the voice's loudness from WebAudio at the time it
-reaches the output, and posts both to the page's server here; they land in a `viewer.participant.Reception` on
-this process's monotonic clock, so `viewer.sync.av_offset` and every report read them as they read the Python
-viewer's. `BrowserViewer.serve_only` serves the same page for a person to open (`./run demo --web`).
+compositor shows it (`requestVideoFrameCallback` + canvas), and the voice two ways: as the page's audio element
+plays it (the receiver's playout time and the sender's level of every RTP packet, `getSynchronizationSources`:
+`rx.audio`) and through a WebAudio tap (an AudioWorklet fed from the remote track, at output time: `webaudio`,
+which buffers more than the element does). It posts them to the page's server here; they land on this process's
+monotonic clock, so `viewer.sync.av_offset` and every report read them as they read the Python viewer's.
+`BrowserViewer.serve_only` serves the page without a browser of ours, for a person who can reach it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import shutil
 import socket
@@ -54,6 +57,8 @@ class BrowserViewer:
         self.rx = Reception()
         self.events: list[tuple[float, str]] = []  # (monotonic time, what the page reported)
         self.presented: list[int] = []  # the compositor's presentedFrames at each frame the page saw
+        self.webaudio: list[tuple[float, float]] = []  # (end of a 10 ms chunk at the WebAudio output, level)
+        self._playout: list[tuple[float, float]] = []  # (playout start of an RTP packet, its level)
         self.first_video_at: float | None = None
         self.first_frame = asyncio.Event()
         self.avatar_left = asyncio.Event()
@@ -152,14 +157,27 @@ class BrowserViewer:
                 self.first_video_at = shown
                 self.first_frame.set()
         for heard_ms, level in batch.get("audio", []):
-            rx.audio.append((heard_ms / 1000 + to_mono, float(level)))
-            rx.audio_samples += 480
+            self.webaudio.append((heard_ms / 1000 + to_mono, float(level)))
+        for start_ms, level in batch.get("playout", []):
+            self._playout.append((start_ms / 1000 + to_mono, float(level)))
+        rx.audio[:] = packet_ends(self._playout)
+        rx.audio_samples = 480 * len(rx.audio)
         for at_ms, what in batch.get("events", []):
             self.events.append((at_ms / 1000 + to_mono, str(what)))
             if what == "avatar left":
                 self.avatar_left.set()
         self._changed.set()
         return web.Response(text="ok")
+
+
+def packet_ends(starts: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """(end, level) of each played packet from (start, level): a packet plays until the next one starts, as long as
+    packets last (the median start-to-start interval; the sender's packet duration)."""
+    if len(starts) < 3:
+        return []
+    gaps = sorted(b[0] - a[0] for a, b in itertools.pairwise(starts))
+    duration = gaps[len(gaps) // 2]
+    return [(t + duration, level) for t, level in starts]
 
 
 def _file_handler(path: Path) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

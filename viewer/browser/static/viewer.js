@@ -8,7 +8,7 @@
   const status = document.getElementById("status");
   const video = document.getElementById("video");
   const epoch = (perf) => performance.timeOrigin + perf;
-  const pending = { video: [], audio: [], events: [] };
+  const pending = { video: [], audio: [], playout: [], events: [] };
   const note = (what) => { pending.events.push([epoch(performance.now()), what]); status.textContent = what; };
 
   const canvas = document.createElement("canvas");
@@ -60,6 +60,22 @@
     await audioCtx.resume();
   }
 
+  // What the page's audio element plays: the receiver reports, per RTP packet, when it began to play it out
+  // (getSynchronizationSources().timestamp: delivered to the track, after the jitter buffer) with the sender's
+  // audio level of that packet (RFC 6464, linear 0..1 of full scale).
+  function pollSources(receiver) {
+    let last = 0;
+    setInterval(() => {
+      for (const src of receiver.getSynchronizationSources()) {
+        if (src.timestamp !== last && src.audioLevel !== undefined) {
+          last = src.timestamp;
+          const dbfs = src.audioLevel > 0 ? 20 * Math.log10(src.audioLevel) : -127;
+          pending.playout.push([src.timestamp, Math.min(1, Math.max(0, (dbfs - FLOOR_DBFS) / (CEIL_DBFS - FLOOR_DBFS)))]);
+        }
+      }
+    }, 2);
+  }
+
   const room = new LivekitClient.Room({ adaptiveStream: false, dynacast: false });
   room.on(LivekitClient.RoomEvent.TrackSubscribed, async (track, pub, participant) => {
     if (participant.identity !== avatar) return;
@@ -70,6 +86,7 @@
     } else if (track.kind === "audio") {
       note("subscribed audio");
       await listen(track);
+      pollSources(track.receiver);
     }
   });
   room.on(LivekitClient.RoomEvent.ParticipantDisconnected, (p) => { if (p.identity === avatar) note("avatar left"); });
@@ -80,8 +97,9 @@
     note("join failed: " + err);
   }
   setInterval(async () => {
-    if (!pending.video.length && !pending.audio.length && !pending.events.length) return;
-    const batch = { video: pending.video.splice(0), audio: pending.audio.splice(0), events: pending.events.splice(0) };
+    if (!pending.video.length && !pending.audio.length && !pending.playout.length && !pending.events.length) return;
+    const batch = { video: pending.video.splice(0), audio: pending.audio.splice(0),
+                    playout: pending.playout.splice(0), events: pending.events.splice(0) };
     try {
       await fetch("/samples", { method: "POST", body: JSON.stringify(batch) });
     } catch (err) {
