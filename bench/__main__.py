@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, tuple[str, bool]] = {
     "capacity": ("concurrent 640x480@30 sessions one gateway process sustains", True),
     "forwarding_cost": ("the loopback server's CPU per forwarded track (1 publisher, N subscribers)", True),
     "simli_cost": ("gateway CPU, RSS and latencies per Simli session (fake Simli) beside the mock; RSS soak", True),
+    "three_paths": ("speech to a viewer: direct vs stock AvatarRunner vs the gateway, side by side", True),
     "agent_paths": ("an AgentSession through the plugin vs the stock DataStream path: first frame, say() return", True),
 }
 

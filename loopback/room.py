@@ -401,6 +401,14 @@ class RoomManager:
             track.publisher_sid, track.sid, track.info.stream, subscriber.client_info, sync_streams=self.sync_streams
         )
         await subscriber.rtc.subscribe(track.sid, track.publisher_sid, msid_stream, track.forwarder.subscribe())
+        # livekit-server tells the publisher its track has a subscriber (LocalTrackPublication.wait_for_subscription,
+        # which livekit-agents' AvatarRunner awaits before it publishes video)
+        room = self.room_of(subscriber)
+        others = room.participants.values() if room is not None else ()
+        publisher = next((p for p in others if p.sid == track.publisher_sid), None)
+        if publisher is not None and publisher.connected:
+            subscribed = proto_rtc.TrackSubscribed(track_sid=track.sid)
+            publisher.signal.send(proto_rtc.SignalResponse(track_subscribed=subscribed))
         self._on_change()
 
     async def handle_subscription(self, participant: Participant, req: proto_rtc.UpdateSubscription) -> None:

@@ -292,7 +292,8 @@ async def test_the_gateway_stopped_under_a_speaking_agent_fails_loudly_and_never
 async def test_embedded_gateway_plays_and_stops_with_the_avatar(e2e: Harness) -> None:
     frozen = gc.get_freeze_count()
     async with agent_world(e2e, embedded=True) as world:
-        assert gc.get_freeze_count() == frozen, "the embedded gateway froze the agent's objects out of GC"
+        # frozen objects can still be freed (the count falls); a gc.freeze() would add every live object to it
+        assert gc.get_freeze_count() <= frozen, "the embedded gateway froze the agent's objects out of GC"
         assert world.avatar.gateway_target.startswith("unix:/")
         text = words(6)
         heard_from = len(world.viewer.rx.audio)

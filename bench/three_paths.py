@@ -1,0 +1,279 @@
+"""Latency side by side, one run, three ways speech reaches a viewer through the same loopback server:
+
+- direct: the agent publishes its speech straight into the room (no avatar: the floor);
+- stock: livekit-agents' `DataStreamAudioOutput` -> a stock avatar worker built from livekit-agents' own
+  `AvatarRunner` + `DataStreamAudioReceiver`, with the mock's face as its `VideoGenerator`;
+- ours: StreamAudio -> the gateway (its own process) -> the room.
+
+Per run, at the SDK viewer: audio sent -> voice heard, audio sent -> lips moving, A/V offset, interrupt sent ->
+silence heard and mouth closed, and (avatars) start -> first frame. The agent sends 20 ms chunks in real time.
+
+Run inside the network namespace: ./run bench three_paths --runs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from livekit import rtc
+from livekit.agents.voice.avatar import (
+    AudioSegmentEnd,
+    AvatarOptions,
+    AvatarRunner,
+    DataStreamAudioOutput,
+    DataStreamAudioReceiver,
+    VideoGenerator,
+)
+
+from agent_client import AvatarGatewayClient, PlaybackFinished
+from bench.gateway_cli import GatewayUnderTest
+from examples.agent import load_clip
+from loopback import not_in_namespace_reason
+from loopback.process import LoopbackProcess
+from providers.mock.face import BlinkSchedule, FaceRenderer
+from viewer.participant import Viewer
+from viewer.sync import av_offset
+
+ROOM = "paths"
+W, H, FPS = 640, 480, 30
+CHUNK_S = 0.02
+SPEAK_S = 6.0  # seconds of the clip spoken before the interrupt
+VOICED, OPEN, QUIET, CLOSED = 0.3, 0.3, 0.05, 0.1
+TAIL_S = 1.0  # after the interrupt, for what follows it to reach the viewer
+RUN_TIMEOUT_S = 60.0  # one path's run; a safety net
+
+
+class MockFaceGenerator(VideoGenerator):
+    """The mock's face as a livekit-agents VideoGenerator: one frame per 1/fps of audio, the mouth from exactly
+    that audio, idle frames between segments, AudioSegmentEnd after each segment."""
+
+    def __init__(self, rate: int) -> None:
+        self._rate = rate
+        self._per_frame = rate // FPS
+        self._face = FaceRenderer(W, H)
+        self._blink = BlinkSchedule()
+        self._pending = np.zeros(0, dtype=np.int16)
+        self._ended = False
+        self._index = 0
+        self._changed = asyncio.Event()
+
+    async def push_audio(self, frame: rtc.AudioFrame | AudioSegmentEnd) -> None:
+        if isinstance(frame, AudioSegmentEnd):
+            self._ended = True
+        else:
+            self._pending = np.concatenate([self._pending, np.frombuffer(frame.data, dtype=np.int16)])
+        self._changed.set()
+
+    def clear_buffer(self) -> None:
+        self._pending = np.zeros(0, dtype=np.int16)
+        self._ended = False
+
+    def __aiter__(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
+        return self._frames()
+
+    async def _frames(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
+        n = self._per_frame
+        while True:
+            speaking = self._pending.size > 0
+            if speaking:
+                audio = self._pending[:n]
+                self._pending = self._pending[n:]
+                if audio.size < n:
+                    audio = np.concatenate([audio, np.zeros(n - audio.size, dtype=np.int16)])
+            else:
+                audio = np.zeros(n, dtype=np.int16)
+            level = self._face.level_for(audio)
+            data = self._face.frame(level, self._blink.eyes_closed(self._index, FPS))
+            self._index += 1
+            yield rtc.VideoFrame(W, H, rtc.VideoBufferType.I420, data)
+            yield rtc.AudioFrame(audio.tobytes(), self._rate, 1, n)
+            if self._ended and self._pending.size == 0:
+                self._ended = False
+                yield AudioSegmentEnd()
+
+
+@dataclass
+class Run:
+    sent_at: float = 0.0
+    clear_at: float = 0.0
+    started_at: float = 0.0
+    figures: dict[str, float] = field(default_factory=dict)
+
+
+def measure(viewer: Viewer, run: Run) -> dict[str, float]:
+    rx = viewer.rx
+    out: dict[str, float] = {}
+    voice = next((t for t, lv in rx.audio if t > run.sent_at and lv >= VOICED), None)
+    if voice is not None:
+        out["sent_to_voice_ms"] = (voice - run.sent_at) * 1000
+    lips = next((v.shown for v in rx.video if v.shown > run.sent_at and v.opening >= OPEN), None)
+    if lips is not None:
+        out["sent_to_lips_ms"] = (lips - run.sent_at) * 1000
+    quiet = next((t for t, lv in rx.audio if t > run.clear_at + 0.02 and lv < QUIET), None)
+    if quiet is not None:
+        out["clear_to_silence_ms"] = (quiet - run.clear_at) * 1000
+    closed = next((v.shown for v in rx.video if v.shown > run.clear_at and v.opening < CLOSED), None)
+    if closed is not None:
+        out["clear_to_mouth_closed_ms"] = (closed - run.clear_at) * 1000
+    if rx.video:
+        offset, corr = av_offset(rx.lips(), rx.audio)
+        out["av_offset_ms"], out["av_correlation"] = offset * 1000, corr
+        if viewer.first_video_at is not None:
+            out["first_frame_ms"] = (viewer.first_video_at - run.started_at) * 1000
+    return out
+
+
+async def real_time(pcm: np.ndarray, rate: int, send: Any) -> None:
+    """Send `pcm` in CHUNK_S pieces on a real-time schedule."""
+    step = round(rate * CHUNK_S)
+    start = time.monotonic()
+    for k, i in enumerate(range(0, pcm.size, step)):
+        await send(pcm[i:i + step])
+        delay = start + (k + 1) * CHUNK_S - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+async def talk_and_interrupt(run: Run, pcm: np.ndarray, rate: int, send: Any, clear: Any) -> None:
+    """Speak in real time for SPEAK_S, interrupt (`clear`), stop speaking, let the aftermath reach the viewer."""
+    run.sent_at = time.monotonic()
+    talk = asyncio.ensure_future(real_time(pcm, rate, send))
+    await asyncio.sleep(SPEAK_S)
+    run.clear_at = time.monotonic()
+    talk.cancel()
+    result = clear()
+    if asyncio.iscoroutine(result):
+        await result
+    await asyncio.gather(talk, return_exceptions=True)
+    await asyncio.sleep(TAIL_S)
+
+
+async def direct(lk: LoopbackProcess, n: int, pcm: np.ndarray, rate: int) -> dict[str, float]:
+    identity = f"direct-{n}"
+    viewer = Viewer(lk.url, lk.token(f"viewer-d{n}", ROOM), avatar_identity=identity)
+    await viewer.join()
+    room = rtc.Room()
+    await room.connect(lk.url, lk.token(identity, ROOM, kind="agent"))
+    source = rtc.AudioSource(rate, 1, queue_size_ms=100)
+    track = rtc.LocalAudioTrack.create_audio_track("avatar_audio", source)
+    pub = await room.local_participant.publish_track(track, rtc.TrackPublishOptions(
+        source=rtc.TrackSource.SOURCE_MICROPHONE))
+    await pub.wait_for_subscription()  # the viewer's (it auto-subscribes); it has no video to wait for
+    run = Run()
+
+    async def send(chunk: np.ndarray) -> None:
+        await source.capture_frame(rtc.AudioFrame(chunk.tobytes(), rate, 1, chunk.size))
+
+    await talk_and_interrupt(run, pcm, rate, send, source.clear_queue)
+    try:
+        return measure(viewer, run)
+    finally:
+        await room.disconnect()
+        await viewer.aclose()
+        await source.aclose()
+
+
+async def stock(lk: LoopbackProcess, n: int, pcm: np.ndarray, rate: int) -> dict[str, float]:
+    worker_id, agent_id = f"stock-avatar-{n}", f"stock-agent-{n}"
+    viewer = Viewer(lk.url, lk.token(f"viewer-s{n}", ROOM), avatar_identity=worker_id)
+    await viewer.join()
+    agent = rtc.Room()
+    await agent.connect(lk.url, lk.token(agent_id, ROOM, kind="agent"))
+    run = Run(started_at=time.monotonic())
+    worker = rtc.Room()
+    await worker.connect(lk.url, lk.token(worker_id, ROOM, kind="agent"))
+    runner = AvatarRunner(worker, audio_recv=DataStreamAudioReceiver(worker, sender_identity=agent_id),
+                          video_gen=MockFaceGenerator(rate),
+                          options=AvatarOptions(video_width=W, video_height=H, video_fps=FPS,
+                                                audio_sample_rate=rate, audio_channels=1))
+    await runner.start()
+    output = DataStreamAudioOutput(agent, destination_identity=worker_id, wait_remote_track=rtc.TrackKind.KIND_VIDEO)
+    try:
+        async with asyncio.timeout(30):
+            await viewer.first_frame.wait()
+
+        async def send(chunk: np.ndarray) -> None:
+            await output.capture_frame(rtc.AudioFrame(chunk.tobytes(), rate, 1, chunk.size))
+
+        await talk_and_interrupt(run, pcm, rate, send, output.clear_buffer)
+        return measure(viewer, run)
+    finally:
+        await runner.aclose()
+        await agent.disconnect()
+        await worker.disconnect()
+        await viewer.aclose()
+
+
+async def ours(lk: LoopbackProcess, client: AvatarGatewayClient, n: int, pcm: np.ndarray, rate: int
+               ) -> dict[str, float]:
+    session_id = f"ours-{n}-{int(time.time()) % 100000}"
+    viewer = Viewer(lk.url, lk.token(f"viewer-o{n}", ROOM), avatar_identity=f"avatar-mock-{session_id}")
+    await viewer.join()
+    run = Run(started_at=time.monotonic())
+    session = await client.start_session("mock", room_name=ROOM, agent_identity=f"ours-agent-{n}",
+                                         session_id=session_id, width=W, height=H, fps=FPS)
+    try:
+        async with asyncio.timeout(30):
+            await viewer.first_frame.wait()
+        async with client.stream_audio(session.name, sample_rate=rate) as stream:
+            await talk_and_interrupt(run, pcm, rate, stream.send, stream.clear)
+            async with asyncio.timeout(10):
+                async for event in stream:
+                    if isinstance(event, PlaybackFinished):
+                        break
+        return measure(viewer, run)
+    finally:
+        await client.end_session(session.name)
+        await viewer.aclose()
+
+
+def summary(values: list[float]) -> str:
+    if not values:
+        return "-"
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * len(ordered)) - 1)]
+    return f"{statistics.median(values):.0f} / {p95:.0f}"
+
+
+async def main(args: argparse.Namespace) -> None:
+    pcm, rate = load_clip()
+    pcm = pcm[: round(rate * (SPEAK_S + 1))]
+    results: dict[str, list[dict[str, float]]] = {"direct": [], "stock": [], "ours": []}
+    async with LoopbackProcess.start() as lk:
+        gateway = await GatewayUnderTest.start(1, livekit=(lk.url, lk.api_key, lk.api_secret))
+        try:
+            async with AvatarGatewayClient(f"127.0.0.1:{gateway.port}", timeout=30) as client:
+                for n in range(args.runs):  # interleaved: the three paths see the same machine
+                    async with asyncio.timeout(RUN_TIMEOUT_S):
+                        results["direct"].append(await direct(lk, n, pcm, rate))
+                    async with asyncio.timeout(RUN_TIMEOUT_S):
+                        results["stock"].append(await stock(lk, n, pcm, rate))
+                    async with asyncio.timeout(RUN_TIMEOUT_S):
+                        results["ours"].append(await ours(lk, client, n, pcm, rate))
+                    print(f"run {n}:", json.dumps({k: v[-1] for k, v in results.items()}), flush=True)
+        finally:
+            await gateway.stop()
+    keys = ("sent_to_voice_ms", "sent_to_lips_ms", "av_offset_ms", "clear_to_silence_ms", "clear_to_mouth_closed_ms",
+            "first_frame_ms")
+    print("figure (p50 / p95 ms) | " + " | ".join(results))
+    for key in keys:
+        print(key, "|", " | ".join(summary([r[key] for r in runs if key in r]) for runs in results.values()))
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    reason = not_in_namespace_reason()
+    if reason:
+        sys.exit(f"three_paths: {reason}")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5, help="runs per path")
+    asyncio.run(main(parser.parse_args()))
