@@ -34,6 +34,7 @@ from agent_client import AvatarGatewayClient
 from agent_client.livekit import AvatarSession
 from agent_client.livekit.testing import FixedLLM, ToneTTS
 from bench.gateway_cli import GatewayUnderTest
+from bench.percentiles import percentile
 from loopback import not_in_namespace_reason
 from loopback.process import LoopbackProcess
 from viewer.participant import Viewer
@@ -93,10 +94,8 @@ async def one_run(lk: LoopbackProcess, target: str, client: AvatarGatewayClient,
 
 
 def summary(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    return {"n": len(values), "p50": round(statistics.median(values), 1),
-            "p95": round(ordered[min(len(ordered) - 1, round(0.95 * len(ordered)) - 1)], 1),
-            "min": round(ordered[0], 1), "max": round(ordered[-1], 1)}
+    return {"n": len(values), "p50": round(statistics.median(values), 1), "p95": round(percentile(values, 95), 1),
+            "min": round(min(values), 1), "max": round(max(values), 1)}
 
 
 async def main(args: argparse.Namespace) -> None:

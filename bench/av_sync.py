@@ -26,8 +26,10 @@ from dataclasses import dataclass
 
 from agent_client import AvatarGatewayClient, PlaybackFinished, PlaybackStarted, Session
 from bench.gateway_cli import GatewayUnderTest
+from bench.percentiles import percentile
 from examples.agent import load_clip, speak
-from loopback import loopback_host, not_in_namespace_reason
+from loopback import not_in_namespace_reason
+from loopback.process import LoopbackProcess
 from viewer.browser import BrowserViewer
 from viewer.participant import Viewer
 from viewer.sync import av_offset
@@ -51,40 +53,13 @@ async def rig(rtc_v1: bool = True) -> AsyncIterator[Rig]:
     """The loopback server and the gateway each in its own process (as `./run demo` runs them), the client and the
     viewer in this one, so the viewer's clock is not the gateway's event loop. `rtc_v1=False` makes every
     participant use the two-peer-connection `/rtc` path (the server offers subscriptions itself)."""
-    secret = secrets.token_urlsafe(32)
-    host, port = loopback_host(), 7880
-    server = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "loopback", "--host", host, "--port", str(port), "--api-key", API_KEY,
-        "--api-secret", secret, "--log-level", "warning", *([] if rtc_v1 else ["--no-rtc-v1"]),
-        stdout=asyncio.subprocess.DEVNULL)
-    try:
-        async with asyncio.timeout(30):
-            while True:
-                try:
-                    _, writer = await asyncio.open_connection(host, port)
-                    writer.close()
-                    break
-                except OSError:
-                    await asyncio.sleep(0.1)
-        url = f"ws://{host}:{port}"
-        gateway = await GatewayUnderTest.start(1, livekit=(url, API_KEY, secret))
-        from livekit import api
-
-        token = (api.AccessToken(API_KEY, secret).with_identity("viewer")
-                 .with_grants(api.VideoGrants(room_join=True, room=ROOM)).to_jwt())
-        browser_token = (api.AccessToken(API_KEY, secret).with_identity("browser")
-                         .with_grants(api.VideoGrants(room_join=True, room=ROOM)).to_jwt())
-        async with AvatarGatewayClient(f"127.0.0.1:{gateway.port}", timeout=60) as client:
-            yield Rig(url, secret, gateway, client, token, browser_token)
-        await gateway.stop()
-    finally:
-        server.terminate()
-        await server.wait()
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+    async with LoopbackProcess.start(api_key=API_KEY, extra=() if rtc_v1 else ("--no-rtc-v1",)) as lk:
+        gateway = await GatewayUnderTest.start(1, livekit=(lk.url, lk.api_key, lk.api_secret))
+        try:
+            async with AvatarGatewayClient(f"127.0.0.1:{gateway.port}", timeout=60) as client:
+                yield Rig(lk.url, lk.api_secret, gateway, client, lk.token("viewer", ROOM), lk.token("browser", ROOM))
+        finally:
+            await gateway.stop()
 
 
 async def first_frames(r: Rig, n: int) -> list[float]:
@@ -224,7 +199,7 @@ async def main(args: argparse.Namespace) -> None:
     report: dict[str, object] = {}
     async with rig(not args.no_rtc_v1) as r:
         ff = await first_frames(r, args.sessions)
-        report["first_frame_ms"] = {"n": len(ff), "p50": pct(ff, 50) * 1000, "p95": pct(ff, 95) * 1000,
+        report["first_frame_ms"] = {"n": len(ff), "p50": percentile(ff, 50) * 1000, "p95": percentile(ff, 95) * 1000,
                                     "max": max(ff) * 1000}
         print("time to first avatar frame (ms):", json.dumps(report["first_frame_ms"]), flush=True)
         for delay in sorted({0.0, args.video_delay}) if args.runs else ():

@@ -27,10 +27,10 @@ from livekit import api, rtc
 
 from agent_client import AudioStream, AvatarGatewayClient
 from bench.processes import free_port
-from bench.processes import stop as stop_process
 from bench.procstat import cpu_seconds
 from bench.speaker import talk_until
 from loopback import loopback_host, not_in_namespace_reason
+from loopback.process import stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "fwdkey"

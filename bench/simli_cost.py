@@ -55,11 +55,11 @@ from livekit import api
 from agent_client import AudioStream, AvatarGatewayClient, PlaybackFinished, Session, StreamWarning
 from bench.gateway_cli import START_TIMEOUT_S, GatewayUnderTest
 from bench.processes import free_port
-from bench.processes import stop as stop_process
 from bench.procstat import cpu_seconds, rss_mb
 from examples.agent import load_clip
 from fakes.simli.process import FakeSimliProcess
 from loopback import loopback_host, not_in_namespace_reason
+from loopback.process import stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 LK_KEY = "simlicost"

@@ -36,6 +36,7 @@ from livekit.agents.voice.avatar import (
 
 from agent_client import AvatarGatewayClient, PlaybackFinished
 from bench.gateway_cli import GatewayUnderTest
+from bench.percentiles import percentile
 from examples.agent import load_clip
 from loopback import not_in_namespace_reason
 from loopback.process import LoopbackProcess
@@ -239,9 +240,7 @@ async def ours(lk: LoopbackProcess, client: AvatarGatewayClient, n: int, pcm: np
 def summary(values: list[float]) -> str:
     if not values:
         return "-"
-    ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * len(ordered)) - 1)]
-    return f"{statistics.median(values):.0f} / {p95:.0f}"
+    return f"{statistics.median(values):.0f} / {percentile(values, 95):.0f}"
 
 
 async def main(args: argparse.Namespace) -> None:

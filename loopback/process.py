@@ -50,7 +50,8 @@ class LoopbackProcess:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def start(cls, *, api_key: str = "devkey", extra: tuple[str, ...] = ()) -> AsyncIterator[LoopbackProcess]:
+    async def start(cls, *, api_key: str = "devkey", extra: tuple[str, ...] = (), cwd: str | None = None
+                    ) -> AsyncIterator[LoopbackProcess]:
         """Start it on a free port of the namespace's address; stop it (SIGTERM, then SIGKILL) on exit."""
         host, secret = loopback_host(), secrets.token_urlsafe(32)
         with socket.socket() as s:
@@ -59,7 +60,7 @@ class LoopbackProcess:
         url = f"ws://{host}:{port}"
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "loopback", "--host", host, "--port", str(port), "--api-key", api_key,
-            "--log-level", "WARNING", *extra, stdout=asyncio.subprocess.PIPE,
+            "--log-level", "WARNING", *extra, stdout=asyncio.subprocess.PIPE, cwd=cwd,
             env=dict(os.environ, LIVEKIT_API_SECRET=secret))
         try:
             assert proc.stdout is not None
@@ -69,12 +70,14 @@ class LoopbackProcess:
                 raise RuntimeError(f"the loopback server did not start: {banner.strip()!r}")
             yield cls(url, api_key, secret, proc)
         finally:
-            await _stop(proc)
+            await stop_process(proc)
 
 
-async def _stop(proc: asyncio.subprocess.Process) -> None:
+async def stop_process(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM (after SIGCONT, in case it was stopped), then SIGKILL if it is not gone within STOP_TIMEOUT_S."""
     if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGCONT)
             proc.send_signal(signal.SIGTERM)
         try:
             async with asyncio.timeout(STOP_TIMEOUT_S):
