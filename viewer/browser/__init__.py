@@ -32,6 +32,7 @@ from viewer.participant import Reception, VideoSample
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 LIVEKIT_CLIENT = HERE / "node_modules" / "livekit-client" / "dist" / "livekit-client.umd.js"
+PACKETS_FOR_DURATION = 10  # packets whose start-to-start intervals give the packet duration
 CHROMIUM_FLAGS = (
     "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--mute-audio",
     "--autoplay-policy=no-user-gesture-required",
@@ -59,6 +60,7 @@ class BrowserViewer:
         self.presented: list[int] = []  # the compositor's presentedFrames at each frame the page saw
         self.webaudio: list[tuple[float, float]] = []  # (end of a 10 ms chunk at the WebAudio output, level)
         self._playout: list[tuple[float, float]] = []  # (playout start of an RTP packet, its level)
+        self._packet_s: float | None = None  # packet duration, from the first PACKETS_FOR_DURATION packets
         self.first_video_at: float | None = None
         self.first_frame = asyncio.Event()
         self.avatar_left = asyncio.Event()
@@ -160,8 +162,12 @@ class BrowserViewer:
             self.webaudio.append((heard_ms / 1000 + to_mono, float(level)))
         for start_ms, level in batch.get("playout", []):
             self._playout.append((start_ms / 1000 + to_mono, float(level)))
-        rx.audio[:] = packet_ends(self._playout)
-        rx.audio_samples = 480 * len(rx.audio)
+        if self._packet_s is None and len(self._playout) >= PACKETS_FOR_DURATION:
+            self._packet_s = packet_duration(self._playout)
+        if self._packet_s is not None:  # each packet plays until the next starts: its end is start + duration
+            done = len(rx.audio)
+            rx.audio.extend((t + self._packet_s, level) for t, level in self._playout[done:])
+            rx.audio_samples = 480 * len(rx.audio)
         for at_ms, what in batch.get("events", []):
             self.events.append((at_ms / 1000 + to_mono, str(what)))
             if what == "avatar left":
@@ -170,14 +176,10 @@ class BrowserViewer:
         return web.Response(text="ok")
 
 
-def packet_ends(starts: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """(end, level) of each played packet from (start, level): a packet plays until the next one starts, as long as
-    packets last (the median start-to-start interval; the sender's packet duration)."""
-    if len(starts) < 3:
-        return []
+def packet_duration(starts: list[tuple[float, float]]) -> float:
+    """How long a played packet lasts: the median interval between packet starts (the sender's packet duration)."""
     gaps = sorted(b[0] - a[0] for a, b in itertools.pairwise(starts))
-    duration = gaps[len(gaps) // 2]
-    return [(t + duration, level) for t, level in starts]
+    return gaps[len(gaps) // 2]
 
 
 def _file_handler(path: Path) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
