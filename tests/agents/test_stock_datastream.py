@@ -194,10 +194,16 @@ class RawAgent:
     room: rtc.Room
     avatar: str
     finished: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    started: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     changed: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.room.local_participant.register_rpc_method("lk.playback_finished", self._on_finished)
+        self.room.local_participant.register_rpc_method("lk.playback_started", self._on_started)
+
+    async def _on_started(self, data: rtc.RpcInvocationData) -> str:
+        self.started.set()
+        return "ok"
 
     async def _on_finished(self, data: rtc.RpcInvocationData) -> str:
         assert data.caller_identity == self.avatar
@@ -344,6 +350,8 @@ async def test_ending_the_session_finishes_the_open_segment_before_the_avatar_le
     async with raw_world(e2e) as (agent, client, name):
         writer = await agent.open()
         await writer.write(pcm(5.0))
+        async with asyncio.timeout(TIMEOUT):
+            await agent.started.wait()  # the avatar has the stream open (else it never saw it: no segment)
         await client.end_session(name)
         [finished] = await agent.wait_finished(1)
         assert finished["interrupted"] is True
