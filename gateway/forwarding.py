@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, NoReturn
 
 import grpc
@@ -66,9 +66,11 @@ class Forwarder:
         finally:
             call.cancel()
 
-    async def bidi(self, method: str, first: Any, requests: AsyncIterator[Any]) -> None:
+    async def bidi(self, method: str, first: Any, requests: AsyncIterator[Any],
+                   responses: Callable[[Any], AsyncGenerator[Any, None]] | None = None) -> None:
         """A bidirectional call whose first request was already read: requests go up as they come (a half-close
-        too), responses come down, and a cancel by our caller cancels the owner's call."""
+        too), responses come down (what `responses(call)` yields, if given: the owner's, and any of this
+        worker's own), and a cancel by our caller cancels the owner's call."""
         ctx = self._context
         call = getattr(self._stub, method)(metadata=_metadata(ctx), timeout=ctx.time_remaining())
 
@@ -80,18 +82,21 @@ class Forwarder:
                 await call.done_writing()
 
         sender = asyncio.get_running_loop().create_task(up(), name="forward-requests")
+        relayed = None if responses is None else responses(call)
         try:
-            await self._relay(call)
+            await self._relay(call if relayed is None else relayed)
         finally:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
             call.cancel()
+            if relayed is not None:
+                await relayed.aclose()
 
-    async def _relay(self, call: Any) -> None:
-        """Every response of the owner's call to our caller; the owner's error, if any, becomes ours."""
+    async def _relay(self, responses: AsyncIterator[Any]) -> None:
+        """Every response (of the owner's call) to our caller; the owner's error, if any, becomes ours."""
         try:
-            async for response in call:
+            async for response in responses:
                 await self._context.write(response)
         except grpc.aio.AioRpcError as err:
             await _relay_error(err, self._context)

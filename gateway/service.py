@@ -13,6 +13,7 @@ from avatar.v1 import avatar_provider_pb2 as pb
 from avatar.v1 import avatar_provider_pb2_grpc as pb_grpc
 
 from gateway import errors, paging
+from gateway.audio_relay import AudioRelay
 from gateway.cluster import Peers
 from gateway.config import Caller, GatewayConfig
 from gateway.convert import provider_pb, session_pb
@@ -36,6 +37,7 @@ class AvatarProviderService(pb_grpc.AvatarProviderServicer):
         self._peers = peers  # the other worker processes, if this is one of several
         self._streams: set[StreamAudioCall] = set()
         self._relays: set[asyncio.Task[Any]] = set()  # streaming calls being relayed to their owner
+        self._audio_relays: set[AudioRelay] = set()  # the StreamAudio calls among them
 
     def _forwarder(self, moved: Elsewhere, context: Ctx) -> Forwarder:
         if self._peers is None or is_forwarded(context):
@@ -141,8 +143,13 @@ class AvatarProviderService(pb_grpc.AvatarProviderServicer):
         try:
             session = await self._manager.locate(caller, config.session, field="config.session")
         except Elsewhere as moved:
-            with self._relaying():
-                await self._forwarder(moved, context).bidi("StreamAudio", first, requests)
+            relay = AudioRelay(self._forwarder(moved, context))
+            self._audio_relays.add(relay)
+            try:
+                with self._relaying():
+                    await relay.run(first, requests)
+            finally:
+                self._audio_relays.discard(relay)
             return
         if not config.HasField("format"):
             raise errors.invalid_argument("config.format", "config.format is required", "MISSING_FIELD")
@@ -197,6 +204,10 @@ class AvatarProviderService(pb_grpc.AvatarProviderServicer):
         return len(self._streams)
 
     def go_away(self, time_left_s: float) -> None:
-        """Tell every open audio stream the gateway is going away."""
+        """Tell every open audio stream the gateway is going away, those relayed to other workers too (their
+        sessions may outlive this worker: their callers move their next stream)."""
+        event = GoAwayEvent(time_left_s)
         for stream in self._streams:
-            stream.notify(GoAwayEvent(time_left_s))
+            stream.notify(event)
+        for relay in self._audio_relays:
+            relay.notify(event)

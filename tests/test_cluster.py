@@ -12,7 +12,6 @@ vanishes takes its workers with it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -41,55 +40,10 @@ from gateway.config import GatewayConfig
 from gateway.directory import session_key
 from gateway.server import GatewayServer
 from tests.cli_process import TIMEOUT, GatewayProcess, clean_env
+from tests.cluster_process import WORKERS, Cluster, is_worker, start
 from tests.conftest import chunks, speech
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-KEYS = "alice:key-a,bob:key-b"
-WORKERS = 2
-
-
-class Cluster:
-    """A running multi-worker gateway and ways to reach each of its workers."""
-
-    def __init__(self, process: GatewayProcess, port: int, tmp: Path) -> None:
-        self.process = process
-        self.port = port
-        (self.run_dir,) = tmp.glob("avatar-gateway-*")
-        self._clients: list[AvatarGatewayClient] = []
-
-    @classmethod
-    async def start(cls, tmp: Path, *args: str) -> Cluster:
-        env = clean_env(TMPDIR=str(tmp), AVATAR_GATEWAY_API_KEYS=KEYS)
-        process = await GatewayProcess.start("--headless", "--workers", str(WORKERS), "--listen", "127.0.0.1:0",
-                                             "--shutdown-grace", "5", *args, env=env)
-        try:
-            port = int((await process.wait_line(r"listening on port (\d+) \(2 worker processes\)")).group(1))
-        except BaseException:
-            await process.aclose()
-            raise
-        return cls(process, port, tmp)
-
-    def client(self, worker: int | None = None, key: str = "key-a") -> AvatarGatewayClient:
-        """A client whose connection lands on `worker` (None: the public port, wherever the kernel sends it)."""
-        target = f"127.0.0.1:{self.port}" if worker is None else f"unix:{self.run_dir}/worker-{worker}.sock"
-        client = AvatarGatewayClient(target, api_key=key, timeout=TIMEOUT)
-        self._clients.append(client)
-        return client
-
-    def worker_pids(self) -> list[int]:
-        pid = self.process.proc.pid
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-    async def aclose(self) -> None:
-        for client in self._clients:
-            await client.close()
-        if self.process.proc.returncode is None:
-            self.process.proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(TimeoutError):
-                await self.process.wait()
-        await self.process.aclose()
-
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
@@ -114,13 +68,6 @@ def ids_homed(worker: int, n: int) -> list[str]:
         if home(session_key(sid), WORKERS) == worker:
             out.append(sid)
     return out
-
-
-async def start(client: AvatarGatewayClient, **kwargs: object) -> session_pb2.Session:
-    params: dict[str, object] = {"room_name": "r", "agent_identity": "agent-1", "width": 64, "height": 48,
-                                 "fps": 10}
-    params.update(kwargs)
-    return await client.start_session("mock", **params)  # type: ignore[arg-type]
 
 
 async def playback(stream: AudioStream) -> list[PlaybackEvent]:
@@ -239,7 +186,7 @@ async def test_a_worker_that_dies_is_started_again_and_finds_the_others_sessions
     survivor = await start(own_cluster.client(0), session_id=sid)
     lost = await start(own_cluster.client(1))
     seen = len(own_cluster.process.lines)
-    (victim,) = [pid for pid in own_cluster.worker_pids() if _is_worker(pid, 1)]
+    (victim,) = [pid for pid in own_cluster.worker_pids() if is_worker(pid, 1)]
     os.kill(victim, signal.SIGKILL)
     await own_cluster.process.wait_line(r"worker 1 exited unexpectedly", after=seen)
     await own_cluster.process.wait_line(r"\[worker 1\] gateway.server: gateway listening", after=seen)
@@ -250,10 +197,6 @@ async def test_a_worker_that_dies_is_started_again_and_finds_the_others_sessions
     assert taken.code is grpc.StatusCode.ALREADY_EXISTS
     gone = await failure(own_cluster.client(0).get_session(lost.name))  # died with its worker
     assert gone.code is grpc.StatusCode.NOT_FOUND
-
-
-def _is_worker(pid: int, index: int) -> bool:
-    return f"--worker\x00{index}/" in Path(f"/proc/{pid}/cmdline").read_text()
 
 
 async def test_sigterm_stops_every_worker_gracefully(own_cluster: Cluster) -> None:
@@ -273,6 +216,24 @@ async def test_sigterm_stops_every_worker_gracefully(own_cluster: Cluster) -> No
     assert isinstance(rest[2], SessionEnded) and rest[2].reason == session_pb2.END_REASON_SERVER_SHUTDOWN
     assert (await own_cluster.process.wait()) == 0
     assert "Traceback" not in own_cluster.process.output
+
+
+async def test_a_worker_relaying_a_stream_says_go_away_when_it_stops_alone(own_cluster: Cluster) -> None:
+    session = await start(own_cluster.client(0))
+    stream = await own_cluster.client(1).stream_audio(session.name, sample_rate=16000).open()  # relayed
+    for piece in chunks(speech(0.5)):
+        await stream.send(piece)
+    events = stream.events()
+    assert await anext(events) == PlaybackStarted(1)
+    (relaying,) = [pid for pid in own_cluster.worker_pids() if is_worker(pid, 1)]
+    os.kill(relaying, signal.SIGTERM)
+    async with asyncio.timeout(TIMEOUT):
+        going = await anext(events)
+    assert isinstance(going, GoAway) and going.time_left > 0
+    await stream.end_segment()
+    await stream.close()  # what a caller told go_away does: the rest plays out, the stream ends cleanly
+    assert [e async for e in events if not isinstance(e, StreamWarning)] == [PlaybackFinished(1, 0.5, False)]
+    assert (await own_cluster.client(0).get_session(session.name)).state == session_pb2.SESSION_STATE_ACTIVE
 
 
 async def test_workers_stop_when_their_supervisor_vanishes(own_cluster: Cluster) -> None:

@@ -8,7 +8,10 @@ queued segment as interrupted with the position that was heard.
 
 A stream that ends while the session lives (a dropped connection, a cancelled call) finishes its segments as
 interrupted and is opened again for the next audio; only a stream that cannot be opened again (the session ended)
-is final, and then every later utterance raises AvatarStreamError.
+is final, and then every later utterance raises AvatarStreamError. A stream told `go_away` (the gateway process
+serving it is stopping; the session may live on elsewhere) is moved before it is lost: the segment open on it is
+finished there, the stream is half-closed so its audio plays out, and the next segment goes to a new stream once
+the old one has ended (or its `time_left` and the clear timeout have passed).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from livekit import rtc
@@ -65,11 +68,14 @@ class _Conn:
     ops: asyncio.Queue[_Op]
     lost: bool = False
     sender: asyncio.Task[None] | None = None
+    retire_by: float | None = None  # told go_away: loop time by which it must have ended
+    closing: bool = False  # half-closed: no more audio goes to it
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass(eq=False)
 class _Op:
-    kind: str  # "audio" | "segment_end" | "clear"
+    kind: str  # "audio" | "segment_end" | "clear" | "close"
     pcm: bytes = b""
     done: asyncio.Future[None] | None = None
 
@@ -144,6 +150,7 @@ class GatewayAudioOutput(AudioOutput):
         if self._gateway_open == seg.gateway_id and self._conn is not None:
             self._gateway_open = None
             self._conn.ops.put_nowait(_Op("segment_end"))
+            self._close_if_retired(self._conn)
 
     def clear_buffer(self) -> None:
         pending = [s for s in self._segments if s.result is None]
@@ -159,6 +166,7 @@ class GatewayAudioOutput(AudioOutput):
         if sent and self._conn is not None and self._error is None:
             self._gateway_open = None
             self._conn.ops.put_nowait(_Op("clear"))
+            self._close_if_retired(self._conn)
             self._spawn(self._clear_fallback([s for s in pending if s.gateway_id is not None]))
         elif sent:
             for seg in pending:
@@ -177,6 +185,9 @@ class GatewayAudioOutput(AudioOutput):
         return self._format[1]
 
     async def _conn_for(self, frame: rtc.AudioFrame) -> _Conn | None:
+        retired = self._conn
+        if retired is not None and retired.retire_by is not None and self._gateway_open is None:
+            await self._wait_ended(retired)  # a new segment: it goes to the stream that replaces this one
         if (self._conn is not None and not self._conn.lost) or self._closed:
             return self._conn
         async with self._open_lock:
@@ -228,8 +239,11 @@ class GatewayAudioOutput(AudioOutput):
                     await stream.send(op.pcm)
                 elif op.kind == "segment_end":
                     await stream.end_segment()
-                else:
+                elif op.kind == "clear":
                     await stream.clear()
+                else:
+                    await stream.close()
+                    return
             except GatewayError as err:
                 self._lose(conn, err)
             finally:
@@ -237,6 +251,12 @@ class GatewayAudioOutput(AudioOutput):
                     op.done.set_result(None)
 
     async def _read_loop(self, conn: _Conn) -> None:
+        try:
+            await self._read_events(conn)
+        finally:
+            conn.ended.set()
+
+    async def _read_events(self, conn: _Conn) -> None:
         try:
             async for event in conn.stream.events():
                 if isinstance(event, PlaybackStarted):
@@ -251,12 +271,38 @@ class GatewayAudioOutput(AudioOutput):
                 elif isinstance(event, StreamWarning):
                     log.warning("avatar gateway: %s: %s", event.reason, event.message)
                 elif isinstance(event, GoAway):
-                    log.warning("avatar gateway is going away (stream ends within %.1f s)", event.time_left)
+                    log.info("avatar gateway is going away (stream ends within %.1f s): moving the stream",
+                             event.time_left)
+                    self._retire(conn, event.time_left)
                 elif isinstance(event, SessionEnded):
                     log.warning("avatar session ended (reason %d): %s", event.reason, event.detail)
-            self._lose(conn, AvatarStreamError("the avatar gateway closed the audio stream"))
+            if conn.closing:
+                self._lose(conn, None)  # moved: every segment of it was finished
+            else:
+                self._lose(conn, AvatarStreamError("the avatar gateway closed the audio stream"))
         except GatewayError as err:
             self._lose(conn, err)
+
+    # -- moving a stream told go_away
+    def _retire(self, conn: _Conn, time_left_s: float) -> None:
+        if conn.retire_by is None:
+            conn.retire_by = asyncio.get_running_loop().time() + time_left_s + CLEAR_TIMEOUT_S
+            self._close_if_retired(conn)
+
+    def _close_if_retired(self, conn: _Conn) -> None:
+        """Half-close a stream told go_away once no segment is open on it."""
+        if conn.retire_by is not None and not conn.closing and not conn.lost and self._gateway_open is None:
+            conn.closing = True
+            conn.ops.put_nowait(_Op("close"))
+
+    async def _wait_ended(self, conn: _Conn) -> None:
+        """Until a retired stream has ended; past its deadline it is given up (its segments finish interrupted)."""
+        assert conn.retire_by is not None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(conn.retire_by):
+                await conn.ended.wait()
+                return
+        self._lose(conn, AvatarStreamError("the avatar gateway did not end a stream it said goodbye on"))
 
     async def _clear_fallback(self, segments: list[_Segment]) -> None:
         """A clear the gateway never answered (it always does; a broken connection might not): finish the
@@ -289,13 +335,15 @@ class GatewayAudioOutput(AudioOutput):
             if not fut.done():
                 fut.set_result(None)
 
-    def _lose(self, conn: _Conn, err: BaseException) -> None:
-        """`conn`'s stream is gone: finish the segments sent on it (interrupted; what was sent of a segment that
-        had started playing), drop the rest of their audio, and open a new stream for the next audio."""
+    def _lose(self, conn: _Conn, err: BaseException | None) -> None:
+        """`conn`'s stream is gone (`err`: why, None if it ended as asked): finish the segments sent on it
+        (interrupted; what was sent of a segment that had started playing), drop the rest of their audio, and open
+        a new stream for the next audio."""
         if conn.lost or self._closed:
             return
         conn.lost = True
-        log.warning("avatar audio stream lost (%s); it is opened again for the next speech", err)
+        if err is not None:
+            log.warning("avatar audio stream lost (%s); it is opened again for the next speech", err)
         for seg in list(self._segments):
             if seg.result is None and seg.gateway_id is not None:
                 seg.cleared = True
