@@ -38,6 +38,7 @@ class AvatarProviderService(pb_grpc.AvatarProviderServicer):
         self._streams: set[StreamAudioCall] = set()
         self._relays: set[asyncio.Task[Any]] = set()  # streaming calls being relayed to their owner
         self._audio_relays: set[AudioRelay] = set()  # the StreamAudio calls among them
+        self._going_away_by: float | None = None  # loop time the streams end by, once this process is stopping
 
     def _forwarder(self, moved: Elsewhere, context: Ctx) -> Forwarder:
         if self._peers is None or is_forwarded(context):
@@ -145,6 +146,8 @@ class AvatarProviderService(pb_grpc.AvatarProviderServicer):
         except Elsewhere as moved:
             relay = AudioRelay(self._forwarder(moved, context))
             self._audio_relays.add(relay)
+            if self._going_away_by is not None:
+                relay.notify(self._go_away_event())
             try:
                 with self._relaying():
                     await relay.run(first, requests)
@@ -171,6 +174,8 @@ class AvatarProviderService(pb_grpc.AvatarProviderServicer):
         stream = StreamAudioCall(session, sink, fmt, max_buffered_s=self._config.max_buffered_s,
                              max_chunk_bytes=self._config.max_chunk_bytes, metrics=self._manager.metrics)
         self._streams.add(stream)
+        if self._going_away_by is not None:
+            stream.notify(self._go_away_event())
         try:
             await stream.run(requests, context)
         finally:
@@ -205,9 +210,15 @@ class AvatarProviderService(pb_grpc.AvatarProviderServicer):
 
     def go_away(self, time_left_s: float) -> None:
         """Tell every open audio stream the gateway is going away, those relayed to other workers too (their
-        sessions may outlive this worker: their callers move their next stream)."""
-        event = GoAwayEvent(time_left_s)
+        sessions may outlive this worker: their callers move their next stream); streams opened later are told
+        as they open."""
+        self._going_away_by = asyncio.get_running_loop().time() + time_left_s
+        event = self._go_away_event()
         for stream in self._streams:
             stream.notify(event)
         for relay in self._audio_relays:
             relay.notify(event)
+
+    def _go_away_event(self) -> GoAwayEvent:
+        assert self._going_away_by is not None
+        return GoAwayEvent(max(0.0, self._going_away_by - asyncio.get_running_loop().time()))

@@ -19,6 +19,7 @@ from agent_client import (
     AudioStream,
     AvatarGatewayClient,
     GatewayError,
+    GoAway,
     PlaybackEvent,
     PlaybackFinished,
     PlaybackStarted,
@@ -199,6 +200,28 @@ async def test_end_session_during_playback(client: AvatarGatewayClient) -> None:
     # and EndSession is idempotent
     again = await client.end_session(name)
     assert again.state == 4 and again.end_reason == 1
+
+
+async def test_a_stream_opened_while_the_gateway_stops_is_told_go_away_at_once(
+        make_gateway: Callable[..., Any]) -> None:
+    server = await make_gateway(shutdown_grace_s=10.0)
+    async with AvatarGatewayClient(f"127.0.0.1:{server.port}", timeout=WAIT) as client:
+        talking, quiet = await start_mock(client), await start_mock(client)
+        stream = await client.stream_audio(talking, sample_rate=16000).open()
+        await send_speech(stream, 2.0)
+        await stream.end_segment()
+        events = stream.events()
+        assert await next_event(events) == PlaybackStarted(1)
+        stopping = asyncio.create_task(server.stop())  # the talking session's speech plays out first
+        going = await next_event(events)
+        assert isinstance(going, GoAway) and 0 < going.time_left <= 10.0
+        late = await client.stream_audio(quiet, sample_rate=16000).open()
+        told = await next_event(late.events())
+        assert isinstance(told, GoAway) and 0 < told.time_left <= going.time_left
+        late.cancel()
+        assert [type(e) for e in await until(events, SessionEnded)] == [PlaybackFinished, SessionEnded]
+        async with asyncio.timeout(WAIT):
+            await stopping
 
 
 async def test_idle_timeout_ends_session_with_stream_open(client: AvatarGatewayClient) -> None:
