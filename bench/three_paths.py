@@ -5,10 +5,11 @@
   `AvatarRunner` + `DataStreamAudioReceiver`, with the mock's face as its `VideoGenerator`;
 - ours: StreamAudio -> the gateway (its own process) -> the room.
 
-Per run, at the SDK viewer: audio sent -> voice heard, audio sent -> lips moving, A/V offset, interrupt sent ->
-silence heard and mouth closed, and (avatars) start -> first frame. The agent sends 20 ms chunks in real time.
+Per run, at the SDK viewer (and with --browser at a headless Chromium page too, `viewer.browser`): audio sent ->
+voice heard, audio sent -> lips moving, A/V offset, interrupt sent -> silence heard and mouth closed, and (avatars)
+start -> first frame. The agent sends 20 ms chunks in real time.
 
-Run inside the network namespace: ./run bench three_paths --runs 5
+Run inside the network namespace: ./run bench three_paths --runs 5 [--browser]
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from examples.agent import load_clip
 from loopback import not_in_namespace_reason
 from loopback.process import LoopbackProcess
 from providers.mock.face import BlinkSchedule, FaceRenderer
+from viewer.browser import BrowserViewer
 from viewer.participant import Viewer
 from viewer.sync import av_offset
 
@@ -110,7 +112,7 @@ class Run:
     figures: dict[str, float] = field(default_factory=dict)
 
 
-def measure(viewer: Viewer, run: Run) -> dict[str, float]:
+def measure(viewer: Viewer | BrowserViewer, run: Run) -> dict[str, float]:
     rx = viewer.rx
     out: dict[str, float] = {}
     voice = next((t for t, lv in rx.audio if t > run.sent_at and lv >= VOICED), None)
@@ -131,6 +133,45 @@ def measure(viewer: Viewer, run: Run) -> dict[str, float]:
         if viewer.first_video_at is not None:
             out["first_frame_ms"] = (viewer.first_video_at - run.started_at) * 1000
     return out
+
+
+class Watchers:
+    """Who watches one run: the SDK viewer, and a Chromium page if asked for."""
+
+    def __init__(self, lk: LoopbackProcess, name: str, identity: str, browser: bool) -> None:
+        self.viewer = Viewer(lk.url, lk.token(f"viewer-{name}", ROOM), avatar_identity=identity)
+        self.page = BrowserViewer(lk.url, lk.token(f"browser-{name}", ROOM), avatar_identity=identity) \
+            if browser else None
+
+    async def join(self) -> None:
+        await self.viewer.join()
+        if self.page is not None:
+            await self.page.open()
+            await self.page.wait_until(lambda: self._noted("joined"))
+
+    async def wait_ready(self, *, video: bool) -> None:
+        """Until both are subscribed to what they watch (and, for an avatar, have its first frame)."""
+        async with asyncio.timeout(30):
+            if video:
+                await self.viewer.first_frame.wait()
+            page = self.page
+            if page is not None:
+                await page.wait_until(
+                    lambda: self._noted("subscribed audio") and (not video or page.first_frame.is_set()))
+
+    def _noted(self, what: str) -> bool:
+        return self.page is not None and any(event == what for _, event in self.page.events)
+
+    def measure(self, run: Run) -> dict[str, float]:
+        out = measure(self.viewer, run)
+        if self.page is not None:
+            out.update({f"browser_{k}": v for k, v in measure(self.page, run).items()})
+        return out
+
+    async def aclose(self) -> None:
+        await self.viewer.aclose()
+        if self.page is not None:
+            await self.page.aclose()
 
 
 async def real_time(pcm: np.ndarray, rate: int, send: Any) -> None:
@@ -158,10 +199,10 @@ async def talk_and_interrupt(run: Run, pcm: np.ndarray, rate: int, send: Any, cl
     await asyncio.sleep(TAIL_S)
 
 
-async def direct(lk: LoopbackProcess, n: int, pcm: np.ndarray, rate: int) -> dict[str, float]:
+async def direct(lk: LoopbackProcess, n: int, pcm: np.ndarray, rate: int, browser: bool) -> dict[str, float]:
     identity = f"direct-{n}"
-    viewer = Viewer(lk.url, lk.token(f"viewer-d{n}", ROOM), avatar_identity=identity)
-    await viewer.join()
+    watchers = Watchers(lk, f"d{n}", identity, browser)
+    await watchers.join()
     room = rtc.Room()
     await room.connect(lk.url, lk.token(identity, ROOM, kind="agent"))
     source = rtc.AudioSource(rate, 1, queue_size_ms=100)
@@ -169,6 +210,7 @@ async def direct(lk: LoopbackProcess, n: int, pcm: np.ndarray, rate: int) -> dic
     pub = await room.local_participant.publish_track(track, rtc.TrackPublishOptions(
         source=rtc.TrackSource.SOURCE_MICROPHONE))
     await pub.wait_for_subscription()  # the viewer's (it auto-subscribes); it has no video to wait for
+    await watchers.wait_ready(video=False)
     run = Run()
 
     async def send(chunk: np.ndarray) -> None:
@@ -176,17 +218,17 @@ async def direct(lk: LoopbackProcess, n: int, pcm: np.ndarray, rate: int) -> dic
 
     await talk_and_interrupt(run, pcm, rate, send, source.clear_queue)
     try:
-        return measure(viewer, run)
+        return watchers.measure(run)
     finally:
         await room.disconnect()
-        await viewer.aclose()
+        await watchers.aclose()
         await source.aclose()
 
 
-async def stock(lk: LoopbackProcess, n: int, pcm: np.ndarray, rate: int) -> dict[str, float]:
+async def stock(lk: LoopbackProcess, n: int, pcm: np.ndarray, rate: int, browser: bool) -> dict[str, float]:
     worker_id, agent_id = f"stock-avatar-{n}", f"stock-agent-{n}"
-    viewer = Viewer(lk.url, lk.token(f"viewer-s{n}", ROOM), avatar_identity=worker_id)
-    await viewer.join()
+    watchers = Watchers(lk, f"s{n}", worker_id, browser)
+    await watchers.join()
     agent = rtc.Room()
     await agent.connect(lk.url, lk.token(agent_id, ROOM, kind="agent"))
     run = Run(started_at=time.monotonic())
@@ -199,42 +241,40 @@ async def stock(lk: LoopbackProcess, n: int, pcm: np.ndarray, rate: int) -> dict
     await runner.start()
     output = DataStreamAudioOutput(agent, destination_identity=worker_id, wait_remote_track=rtc.TrackKind.KIND_VIDEO)
     try:
-        async with asyncio.timeout(30):
-            await viewer.first_frame.wait()
+        await watchers.wait_ready(video=True)
 
         async def send(chunk: np.ndarray) -> None:
             await output.capture_frame(rtc.AudioFrame(chunk.tobytes(), rate, 1, chunk.size))
 
         await talk_and_interrupt(run, pcm, rate, send, output.clear_buffer)
-        return measure(viewer, run)
+        return watchers.measure(run)
     finally:
         await runner.aclose()
         await agent.disconnect()
         await worker.disconnect()
-        await viewer.aclose()
+        await watchers.aclose()
 
 
-async def ours(lk: LoopbackProcess, client: AvatarGatewayClient, n: int, pcm: np.ndarray, rate: int
-               ) -> dict[str, float]:
+async def ours(lk: LoopbackProcess, client: AvatarGatewayClient, n: int, pcm: np.ndarray, rate: int,
+               browser: bool) -> dict[str, float]:
     session_id = f"ours-{n}-{int(time.time()) % 100000}"
-    viewer = Viewer(lk.url, lk.token(f"viewer-o{n}", ROOM), avatar_identity=f"avatar-mock-{session_id}")
-    await viewer.join()
+    watchers = Watchers(lk, f"o{n}", f"avatar-mock-{session_id}", browser)
+    await watchers.join()
     run = Run(started_at=time.monotonic())
     session = await client.start_session("mock", room_name=ROOM, agent_identity=f"ours-agent-{n}",
                                          session_id=session_id, width=W, height=H, fps=FPS)
     try:
-        async with asyncio.timeout(30):
-            await viewer.first_frame.wait()
+        await watchers.wait_ready(video=True)
         async with client.stream_audio(session.name, sample_rate=rate) as stream:
             await talk_and_interrupt(run, pcm, rate, stream.send, stream.clear)
             async with asyncio.timeout(10):
                 async for event in stream:
                     if isinstance(event, PlaybackFinished):
                         break
-        return measure(viewer, run)
+        return watchers.measure(run)
     finally:
         await client.end_session(session.name)
-        await viewer.aclose()
+        await watchers.aclose()
 
 
 def summary(values: list[float]) -> str:
@@ -253,16 +293,18 @@ async def main(args: argparse.Namespace) -> None:
             async with AvatarGatewayClient(f"127.0.0.1:{gateway.port}", timeout=30) as client:
                 for n in range(args.runs):  # interleaved: the three paths see the same machine
                     async with asyncio.timeout(RUN_TIMEOUT_S):
-                        results["direct"].append(await direct(lk, n, pcm, rate))
+                        results["direct"].append(await direct(lk, n, pcm, rate, args.browser))
                     async with asyncio.timeout(RUN_TIMEOUT_S):
-                        results["stock"].append(await stock(lk, n, pcm, rate))
+                        results["stock"].append(await stock(lk, n, pcm, rate, args.browser))
                     async with asyncio.timeout(RUN_TIMEOUT_S):
-                        results["ours"].append(await ours(lk, client, n, pcm, rate))
+                        results["ours"].append(await ours(lk, client, n, pcm, rate, args.browser))
                     print(f"run {n}:", json.dumps({k: v[-1] for k, v in results.items()}), flush=True)
         finally:
             await gateway.stop()
-    keys = ("sent_to_voice_ms", "sent_to_lips_ms", "av_offset_ms", "clear_to_silence_ms", "clear_to_mouth_closed_ms",
-            "first_frame_ms")
+    keys: tuple[str, ...] = ("sent_to_voice_ms", "sent_to_lips_ms", "av_offset_ms", "clear_to_silence_ms",
+                             "clear_to_mouth_closed_ms", "first_frame_ms")
+    if args.browser:
+        keys = (*keys, *(f"browser_{k}" for k in keys))
     print("figure (p50 / p95 ms) | " + " | ".join(results))
     for key in keys:
         print(key, "|", " | ".join(summary([r[key] for r in runs if key in r]) for runs in results.values()))
@@ -275,4 +317,5 @@ if __name__ == "__main__":
         sys.exit(f"three_paths: {reason}")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5, help="runs per path")
+    parser.add_argument("--browser", action="store_true", help="measure at a headless Chromium page too")
     asyncio.run(main(parser.parse_args()))
