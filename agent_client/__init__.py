@@ -11,10 +11,12 @@ from agent_client.audio_stream import (
 )
 from agent_client.client import AvatarGatewayClient, ProviderInfo, Session
 from agent_client.errors import GatewayError
+from agent_client.tls import ClientTls
 
 __all__ = [
     "AudioStream",
     "AvatarGatewayClient",
+    "ClientTls",
     "GatewayError",
     "GoAway",
     "PlaybackEvent",

@@ -17,6 +17,7 @@ from google.protobuf import duration_pb2
 
 from agent_client.audio_stream import AudioStream
 from agent_client.errors import from_rpc_error
+from agent_client.tls import ClientTls
 
 Session = session_pb2.Session
 ProviderInfo = pb.ProviderInfo
@@ -39,15 +40,21 @@ class AvatarGatewayClient:
     processes gets each connection's sessions on one worker, so an agent server hosting many sessions spreads them
     over the workers instead of loading one.
 
+    `tls` (`ClientTls`, loaded with `await ClientTls.load(...)`): connect with TLS, checking the gateway's
+    certificate (and presenting this client's, for mutual TLS); None: plaintext.
+
     Every failed call raises agent_client.GatewayError with the decoded google.rpc details.
     """
 
     def __init__(self, target: str, *, api_key: str | None = None, timeout: float = 30.0,
-                 channel: grpc.aio.Channel | None = None, connections: int = 1) -> None:
+                 channel: grpc.aio.Channel | None = None, connections: int = 1, tls: ClientTls | None = None
+                 ) -> None:
         if not 1 <= connections <= MAX_CONNECTIONS:
             raise ValueError(f"connections must be 1 to {MAX_CONNECTIONS}")
         if channel is not None and connections != 1:
             raise ValueError("a client given a channel uses that one connection")
+        if channel is not None and tls is not None:
+            raise ValueError("a client given a channel uses that channel's credentials")
         options: list[tuple[str, Any]] = [
             ("grpc.keepalive_time_ms", 20_000),
             ("grpc.keepalive_timeout_ms", 10_000),
@@ -55,8 +62,11 @@ class AvatarGatewayClient:
         ]
         if connections > 1:  # channels to one target share one connection unless each has its own pool
             options.append(("grpc.use_local_subchannel_pool", 1))
+        if tls is not None:
+            options.extend(tls.channel_options())
         self._channels = [channel] if channel is not None else [
-            grpc.aio.insecure_channel(target, options=options) for _ in range(connections)]
+            grpc.aio.insecure_channel(target, options=options) if tls is None
+            else grpc.aio.secure_channel(target, tls.credentials(), options=options) for _ in range(connections)]
         self._own_channel = channel is None
         self._stubs: list[Any] = [pb_grpc.AvatarProviderStub(c) for c in self._channels]  # type: ignore[no-untyped-call]
         self._stub = self._stubs[0]  # calls about no session in particular

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 from gateway import logs
 from gateway.cluster import ClusterSpec
 from gateway.config import GatewayConfig, from_env
+from gateway.env_secrets import load_file_secrets
 from gateway.server import GatewayServer
 from gateway.supervisor import Supervisor
 
@@ -27,7 +29,8 @@ def _parser() -> argparse.ArgumentParser:
         "Run the gateway. LiveKit credentials come from LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET "
         "(secrets are never taken as flags). Caller API keys come from AVATAR_GATEWAY_API_KEYS "
         "('principal:key[:provider|provider],...'); without them the gateway accepts every caller, so keep it "
-        "on a private address."))
+        "on a private address. Any secret can come from a file instead: NAME_FILE=/path (LIVEKIT_API_KEY_FILE, "
+        "LIVEKIT_API_SECRET_FILE, AVATAR_GATEWAY_API_KEYS_FILE, SIMLI_API_KEY_FILE)."))
     serve.add_argument("--listen", help="host:port to listen on (env AVATAR_GATEWAY_LISTEN; default "
                        f"{GatewayConfig.listen})")
     serve.add_argument("--livekit-url", help="LiveKit server URL (env LIVEKIT_URL)")
@@ -45,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-json", action="store_true", default=None, help="JSON log lines")
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--port-file", help="write the bound port to this file once serving")
+    serve.add_argument("--tls-cert", dest="tls_cert_file", help="TLS certificate chain file, PEM (env "
+                       "AVATAR_GATEWAY_TLS_CERT); with --tls-key the port serves TLS only")
+    serve.add_argument("--tls-key", dest="tls_key_file", help="the certificate's private key file, PEM (env "
+                       "AVATAR_GATEWAY_TLS_KEY)")
+    serve.add_argument("--tls-client-ca", dest="tls_client_ca_file", help="CA file, PEM: callers must present a "
+                       "certificate it signed (mutual TLS; env AVATAR_GATEWAY_TLS_CLIENT_CA)")
     serve.add_argument("--workers", type=int, help="worker processes sharing the listen port (env "
                        "AVATAR_GATEWAY_WORKERS; default 1). A gateway process does its work on one core; more "
                        "workers use more cores")
@@ -107,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     skip = ("command", "log_level", "port_file", "worker", "run_dir")
     overrides = {k: v for k, v in vars(args).items() if k not in skip}
     try:
+        load_file_secrets(os.environ)
         config = from_env(**overrides)
     except ValueError as exc:
         print(f"avatar-gateway: {exc}", file=sys.stderr)

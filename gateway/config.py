@@ -6,6 +6,8 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from gateway.tls import TlsFiles
+
 
 @dataclass(frozen=True, slots=True)
 class Caller:
@@ -48,6 +50,19 @@ class GatewayConfig:
     # the gateway owns its process: at start, move what exists out of every later GC pass (gc.freeze). Off when
     # it is embedded in another program's process, whose objects are not the gateway's to freeze.
     owns_process: bool = True
+    # TLS on the listen port (gateway.tls): certificate and key files; a client CA file makes it mutual TLS
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
+
+    def __post_init__(self) -> None:
+        # a TLS combination that cannot serve is refused here, not when the server starts
+        TlsFiles.from_paths(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
+
+    @property
+    def tls(self) -> TlsFiles | None:
+        """The listen port's TLS material, None for plaintext; ValueError if incomplete."""
+        return TlsFiles.from_paths(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
 
     @property
     def livekit_configured(self) -> bool:
@@ -98,6 +113,9 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Gatew
         "log_json": _flag(env.get("AVATAR_GATEWAY_LOG_JSON")),
         "video_delay_ms": int(env.get("AVATAR_GATEWAY_VIDEO_DELAY_MS", "0")),
         "workers": int(env.get("AVATAR_GATEWAY_WORKERS", "1")),
+        "tls_cert_file": env.get("AVATAR_GATEWAY_TLS_CERT", ""),
+        "tls_key_file": env.get("AVATAR_GATEWAY_TLS_KEY", ""),
+        "tls_client_ca_file": env.get("AVATAR_GATEWAY_TLS_CLIENT_CA", ""),
     }
     extra = env.get("AVATAR_GATEWAY_LIVEKIT_EXTRA_URLS", "")
     values["livekit_extra_urls"] = tuple(u.strip() for u in extra.split(",") if u.strip())

@@ -8,6 +8,7 @@ import dataclasses
 import gc
 import logging
 
+import grpc
 from avatar.v1 import avatar_provider_pb2, avatar_provider_pb2_grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -19,6 +20,7 @@ from gateway.interceptors import ErrorInterceptor
 from gateway.metrics import probe_loop_lag
 from gateway.service import AvatarProviderService
 from gateway.session_manager import SessionManager
+from gateway.tls import server_credentials, warn_if_exposed
 from providers.registry import ProviderRegistry, build_registry
 
 log = logging.getLogger(__name__)
@@ -95,7 +97,10 @@ class GatewayServer:
             path.unlink(missing_ok=True)  # left by a worker that did not exit cleanly
             _bind(self._internal, self.cluster.target(self.cluster.index))
             await self._internal.start()
-        self.port = _bind(self._server, self.config.listen)
+        tls = self.config.tls
+        credentials = None if tls is None else await server_credentials(tls)
+        self.port = _bind(self._server, self.config.listen, credentials)
+        warn_if_exposed(self.config.listen, tls=tls is not None, authenticated=bool(self.config.api_keys))
         for adapter in self.manager.registry:
             await adapter.warm_up()
         if self.config.owns_process:
@@ -150,10 +155,12 @@ class GatewayServer:
         await self._server.wait_for_termination()
 
 
-def _bind(server: aio.Server, address: str) -> int:
-    """Listen on `address`; the port bound (a Unix socket: 1). OSError if the address is taken or unusable."""
+def _bind(server: aio.Server, address: str, credentials: grpc.ServerCredentials | None = None) -> int:
+    """Listen on `address` (with TLS if `credentials`); the port bound (a Unix socket: 1). OSError if the address
+    is taken or unusable."""
     try:
-        port = server.add_insecure_port(address)
+        port = server.add_insecure_port(address) if credentials is None else \
+            server.add_secure_port(address, credentials)
     except RuntimeError:
         port = 0
     if not port:

@@ -76,18 +76,20 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
 
 
-def _command(port: int, args: tuple[str, ...], data: str | None) -> list[str]:
+def _command(port: int, args: tuple[str, ...], data: str | None, transport: tuple[str, ...]) -> list[str]:
     assert GRPCURL is not None
-    flags = ["-plaintext", "-max-time", str(int(WAIT))]
+    flags = [*transport, "-max-time", str(int(WAIT))]
     if data is not None:
         flags += ["-d", data]
     return [str(GRPCURL), *flags, f"127.0.0.1:{port}", *args]
 
 
-async def grpcurl(port: int, *args: str, data: str | None = None, stdin: bytes | None = None) -> Run:
-    """Run grpcurl to completion (`data` is the -d argument; with "@", `stdin` is what it reads)."""
+async def grpcurl(port: int, *args: str, data: str | None = None, stdin: bytes | None = None,
+                  transport: tuple[str, ...] = ("-plaintext",)) -> Run:
+    """Run grpcurl to completion (`data` is the -d argument; with "@", `stdin` is what it reads; `transport`: how
+    it connects, plaintext unless given TLS flags such as -cacert)."""
     proc = await asyncio.create_subprocess_exec(
-        *_command(port, args, data), env=_env(), stdin=asyncio.subprocess.PIPE,
+        *_command(port, args, data, transport), env=_env(), stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         async with asyncio.timeout(WAIT + 5):
@@ -188,7 +190,8 @@ async def test_session_lifecycle(gateway: GatewayServer) -> None:
     assert [s["name"] for s in listed["sessions"]] == [name]
 
     watch = await asyncio.create_subprocess_exec(
-        *_command(port, (f"{SERVICE}/WatchSession",), json.dumps({"name": name})), env=_env(),
+        *_command(port, (f"{SERVICE}/WatchSession",), json.dumps({"name": name}), ("-plaintext",)),
+        env=_env(),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         assert watch.stdout is not None and watch.stderr is not None

@@ -26,6 +26,7 @@ from agent_client.client import AvatarGatewayClient, Session
 from agent_client.errors import GatewayError
 from agent_client.livekit.audio_output import GatewayAudioOutput
 from agent_client.livekit.embedded import EmbeddedGateway
+from agent_client.tls import ClientTls
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,9 @@ class AvatarSession(_LiveKitAvatarSession[Any]):
     AVATAR_GATEWAY_API_KEY. `options` are the provider's options. `join_timeout`: how long the avatar may take to
     be in the room with its video track; past it, the first speech raises `AvatarJoinError` (as does
     `wait_for_join()`), and the gateway session is ended. `livekit_*` configure the embedded gateway (default:
-    LIVEKIT_URL / LIVEKIT_API_KEY / LIVEKIT_API_SECRET).
+    LIVEKIT_URL / LIVEKIT_API_KEY / LIVEKIT_API_SECRET). `tls`: a `ClientTls`, True for TLS with the system's
+    roots, False for plaintext, or None for the environment (AVATAR_GATEWAY_TLS=1, AVATAR_GATEWAY_CA_FILE,
+    AVATAR_GATEWAY_CLIENT_CERT / AVATAR_GATEWAY_CLIENT_KEY); the embedded gateway needs none.
     """
 
     def __init__(
@@ -72,6 +75,7 @@ class AvatarSession(_LiveKitAvatarSession[Any]):
         livekit_url: str | None = None,
         livekit_api_key: str | None = None,
         livekit_api_secret: str | None = None,
+        tls: ClientTls | bool | None = None,
     ) -> None:
         super().__init__()
         target = gateway or os.environ.get(GATEWAY_ENV, "")
@@ -79,6 +83,7 @@ class AvatarSession(_LiveKitAvatarSession[Any]):
             raise ValueError(f"no avatar gateway: pass gateway= or set {GATEWAY_ENV}")
         self._target = target
         self._api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+        self._tls = tls
         self._provider = provider
         self._start_args: dict[str, Any] = {
             "avatar_id": avatar_id, "provider_options": dict(options or {}), "width": width, "height": height,
@@ -137,7 +142,8 @@ class AvatarSession(_LiveKitAvatarSession[Any]):
         self._lk_room = room
         try:  # whatever fails from here on, the gateway session (and an embedded gateway) is ended
             target = await self._embedded.start() if self._embedded is not None else self._target
-            self._client = AvatarGatewayClient(target, api_key=self._api_key)
+            tls = None if self._embedded is not None else await self._client_tls()
+            self._client = AvatarGatewayClient(target, api_key=self._api_key, tls=tls)
             self._session = await self._start_session(room.name, room.local_participant.identity)
             log.info("avatar session %s started (%s, avatar %s) in %.0f ms", self._session.name, self._provider,
                      self._session.avatar_identity, (time.monotonic() - self._started_at) * 1000)
@@ -153,6 +159,13 @@ class AvatarSession(_LiveKitAvatarSession[Any]):
         except BaseException:
             await self.aclose()
             raise
+
+    async def _client_tls(self) -> ClientTls | None:
+        if isinstance(self._tls, ClientTls):
+            return self._tls
+        if self._tls is None:
+            return await ClientTls.from_env(os.environ)
+        return ClientTls() if self._tls else None
 
     async def _start_session(self, room_name: str, agent_identity: str) -> Session:
         assert self._client is not None
