@@ -19,6 +19,7 @@ A sending section is never reused for another track, so msid/mid mappings never 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,7 +65,9 @@ class PeerConnectionRegistry:
             self._open.discard(pc)
         # aiortc's sender and receiver stop() return once their RTP/RTCP loops have signalled that they exit, a step
         # before those tasks are done, and a part that never started is not stopped at all: end the tasks that are
-        # left and wait for them, so a closed connection leaves none behind
+        # left and wait for them, so a closed connection leaves none behind. An ICE start still under way (its check
+        # list completed just before the close) starts the consent checks when it resumes: wait for it first.
+        await _ice_starts_done(pc)
         tasks = _media_tasks(pc)
         for task in tasks:
             task.cancel()
@@ -81,6 +84,19 @@ class PeerConnectionRegistry:
 # aiortc keeps the tasks of its senders and receivers in private (name-mangled) attributes; aioice its consent task
 _TASK_ATTRIBUTES = ("_RTCRtpSender__rtp_task", "_RTCRtpSender__rtcp_task", "_RTCRtpReceiver__rtcp_task",
                     "_query_consent_task")
+
+
+ICE_START_WAIT_S = 5.0  # a closed connection's ICE start resumes at once; a safety net only
+
+
+async def _ice_starts_done(pc: RTCPeerConnection) -> None:
+    """Until every ICE transport's start() (aiortc's private `__start` event) has returned."""
+    events = [e for ice in getattr(pc, "_RTCPeerConnection__iceTransports", ())
+              if isinstance(e := getattr(ice, "_RTCIceTransport__start", None), asyncio.Event) and not e.is_set()]
+    if events:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ICE_START_WAIT_S):
+                await asyncio.gather(*(e.wait() for e in events))
 
 
 def _media_tasks(pc: RTCPeerConnection) -> list[asyncio.Future[None]]:
