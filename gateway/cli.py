@@ -39,6 +39,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--video-delay-ms", type=int, help="default video delay behind audio, ms (env "
                        "AVATAR_GATEWAY_VIDEO_DELAY_MS; default 0)")
     serve.add_argument("--max-sessions", type=int, help="most concurrent sessions")
+    serve.add_argument("--max-sessions-per-caller", type=int, help="most concurrent sessions of one API key's "
+                       "principal (env AVATAR_GATEWAY_MAX_SESSIONS_PER_CALLER; default 0: no limit)")
+    serve.add_argument("--starts-per-minute-per-caller", type=int, help="most StartSession calls a minute of one "
+                       "principal (env AVATAR_GATEWAY_STARTS_PER_MINUTE_PER_CALLER; default 0: no limit)")
     serve.add_argument("--idle-timeout", type=float, dest="default_idle_timeout_s",
                        help="default idle timeout in seconds")
     serve.add_argument("--max-duration", type=float, dest="default_max_duration_s",

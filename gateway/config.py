@@ -34,6 +34,9 @@ class GatewayConfig:
     default_idle_timeout_s: float = 300.0
     default_max_duration_s: float = 3600.0
     max_sessions: int = 1000
+    # per principal (API key's caller): sessions at once, StartSession calls a minute; 0: no limit
+    max_sessions_per_caller: int = 0
+    starts_per_minute_per_caller: int = 0
     max_buffered_s: float = 120.0
     lead_ms: int = 100
     # default StartSessionRequest.video_delay: how much later than its audio video leaves the gateway
@@ -113,6 +116,8 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Gatew
         "log_json": _flag(env.get("AVATAR_GATEWAY_LOG_JSON")),
         "video_delay_ms": int(env.get("AVATAR_GATEWAY_VIDEO_DELAY_MS", "0")),
         "workers": int(env.get("AVATAR_GATEWAY_WORKERS", "1")),
+        "max_sessions_per_caller": int(env.get("AVATAR_GATEWAY_MAX_SESSIONS_PER_CALLER", "0")),
+        "starts_per_minute_per_caller": int(env.get("AVATAR_GATEWAY_STARTS_PER_MINUTE_PER_CALLER", "0")),
         "tls_cert_file": env.get("AVATAR_GATEWAY_TLS_CERT", ""),
         "tls_key_file": env.get("AVATAR_GATEWAY_TLS_KEY", ""),
         "tls_client_ca_file": env.get("AVATAR_GATEWAY_TLS_CLIENT_CA", ""),

@@ -92,10 +92,11 @@ def unavailable(message: str, reason: str, retry_after_s: float, metadata: Mappi
                 ) -> GatewayError:
     """Try again later; RetryInfo says when."""
     return GatewayError(grpc.StatusCode.UNAVAILABLE, message, reason, metadata=metadata,
-                        details=[_retry_info(retry_after_s)])
+                        details=[retry_info(retry_after_s)])
 
 
-def _retry_info(retry_after_s: float) -> error_details_pb2.RetryInfo:
+def retry_info(retry_after_s: float) -> error_details_pb2.RetryInfo:
+    """When to try again."""
     delay = duration_pb2.Duration()
     delay.FromNanoseconds(int(retry_after_s * 1e9))
     return error_details_pb2.RetryInfo(retry_delay=delay)
@@ -163,7 +164,7 @@ def provider_failure(exc: ProviderError, provider: str) -> GatewayError:
         return unavailable(exc.message, exc.reason, exc.retry_after_s, meta)
     if fault is ProviderFault.QUOTA:
         err = resource_exhausted(exc.message, exc.reason, f"providers/{provider}", meta)
-        err.details.append(_retry_info(exc.retry_after_s))
+        err.details.append(retry_info(exc.retry_after_s))
         return err
     if fault is ProviderFault.AUTH:
         return GatewayError(grpc.StatusCode.INTERNAL, f"provider {provider!r} refused this gateway's credentials; "

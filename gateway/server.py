@@ -57,7 +57,10 @@ class GatewayServer:
         self._directory: ClusterDirectory | None = None
         if cluster is not None:
             # the session cap is the whole gateway's: each worker takes its share
-            config = dataclasses.replace(config, max_sessions=-(-config.max_sessions // cluster.count))
+            config = dataclasses.replace(
+                config, max_sessions=-(-config.max_sessions // cluster.count),
+                max_sessions_per_caller=-(-config.max_sessions_per_caller // cluster.count),
+                starts_per_minute_per_caller=-(-config.starts_per_minute_per_caller // cluster.count))
             self._peers = Peers(cluster, config.max_message_bytes)
             self._directory = ClusterDirectory(cluster, self._peers)
         self.config = config

@@ -13,6 +13,7 @@ from avatar.v1 import avatar_provider_pb2 as pb
 from avatar.v1 import session_pb2 as pb_session
 
 from gateway import errors, paging, validation
+from gateway.caller_limits import CallerLimits
 from gateway.config import Caller, GatewayConfig
 from gateway.convert import epoch_ns, session_pb
 from gateway.directory import Directory, Elsewhere, SoloDirectory, request_key, session_key
@@ -48,6 +49,7 @@ class SessionManager:
         self._ended: OrderedDict[str, None] = OrderedDict()
         self._closing = False
         self.metrics = GatewayMetrics()
+        self._limits = CallerLimits(config.max_sessions_per_caller, config.starts_per_minute_per_caller)
 
     # -- lookups ------------------------------------------------------------------------------------------------
     def resolve(self, caller: Caller, name: str, field: str = "name") -> AvatarSession:
@@ -117,6 +119,9 @@ class SessionManager:
                 raise errors.resource_exhausted(
                     f"this gateway runs at most {self.config.max_sessions} sessions", "TOO_MANY_SESSIONS",
                     "sessions", {"limit": str(self.config.max_sessions)})
+            self._limits.check_sessions(caller.principal,
+                                        sum(s.params.owner == caller.principal for s in self.active()))
+            self._limits.take_start(caller.principal)
             name = f"sessions/{params.session_id}"
 
             def exists(_: int = 0) -> errors.GatewayError:
