@@ -97,9 +97,14 @@ class AudioStream:
         self._inflight: asyncio.Future[None] | None = None
 
     async def open(self) -> AudioStream:
-        """Send the config and wait for `ready`."""
-        await self._write(pb.StreamAudioRequest(config=pb.StreamAudioConfig(session=self._session, format=self._fmt)))
-        resp = await self._read()
+        """Send the config and wait for `ready`. A failed or cancelled open cancels the call."""
+        try:
+            await self._write(pb.StreamAudioRequest(config=pb.StreamAudioConfig(session=self._session,
+                                                                               format=self._fmt)))
+            resp = await self._read()
+        except BaseException:
+            self._call.cancel()
+            raise
         if resp is not None and resp.WhichOneof("response") == "error":
             self._call.cancel()  # the call's own status is the same one: nothing more to read
             raise from_status(resp.error)

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 StreamOpener = Callable[[int, int], Awaitable[AudioStream]]
 CLEAR_TIMEOUT_S = 2.0  # livekit-agents' own fallback for an avatar that never answers a clear
 REOPEN_DELAYS_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)  # while the gateway still holds the lost stream
+OPEN_TIMEOUT_S = 5.0  # a stream the gateway has not acknowledged by then is given up and opened again
 
 
 class AvatarStreamError(RuntimeError):
@@ -211,7 +212,12 @@ class GatewayAudioOutput(AudioOutput):
         """Open the stream; while a lost one is still open at the gateway (or it is unreachable), again."""
         for delay in (*REOPEN_DELAYS_S, None):
             try:
-                return await self._open_stream(*fmt)
+                try:
+                    async with asyncio.timeout(OPEN_TIMEOUT_S):
+                        return await self._open_stream(*fmt)
+                except TimeoutError:
+                    raise GatewayError(grpc.StatusCode.UNAVAILABLE, "the avatar gateway did not acknowledge the "
+                                       f"audio stream in {OPEN_TIMEOUT_S:g} s") from None
             except GatewayError as err:
                 busy = err.reason == "STREAM_ALREADY_OPEN" or err.code == grpc.StatusCode.UNAVAILABLE
                 if delay is None or not busy or self._format is None:
