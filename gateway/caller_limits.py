@@ -5,7 +5,7 @@ the configured API keys (or the one anonymous caller), so the table of buckets i
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from gateway import errors
@@ -30,9 +30,10 @@ class CallerLimits:
         self._clock = clock
         self._buckets: dict[str, _Bucket] = {}
 
-    def check_sessions(self, principal: str, running: int) -> None:
-        """RESOURCE_EXHAUSTED if `principal` already runs its most sessions."""
-        if self._max_sessions and running >= self._max_sessions:
+    def check_sessions(self, principal: str, owners: Iterable[str]) -> None:
+        """RESOURCE_EXHAUSTED if `principal` already runs its most sessions (`owners`: of the running sessions,
+        counted only when there is a limit)."""
+        if self._max_sessions and sum(owner == principal for owner in owners) >= self._max_sessions:
             err = errors.resource_exhausted(
                 f"this caller runs at most {self._max_sessions} sessions at once", "CALLER_SESSION_LIMIT",
                 f"callers/{principal}/sessions", {"limit": str(self._max_sessions)})

@@ -119,8 +119,7 @@ class SessionManager:
                 raise errors.resource_exhausted(
                     f"this gateway runs at most {self.config.max_sessions} sessions", "TOO_MANY_SESSIONS",
                     "sessions", {"limit": str(self.config.max_sessions)})
-            self._limits.check_sessions(caller.principal,
-                                        sum(s.params.owner == caller.principal for s in self.active()))
+            self._limits.check_sessions(caller.principal, (s.params.owner for s in self.active()))
             self._limits.take_start(caller.principal)
             name = f"sessions/{params.session_id}"
 
