@@ -38,6 +38,8 @@ class GatewayConfig:
     max_sessions_per_caller: int = 0
     starts_per_minute_per_caller: int = 0
     max_buffered_s: float = 120.0
+    # the most audio a publisher keeps queued ahead of playout; it keeps what its measured wake-ups need, from
+    # 10 ms up (providers.lead)
     lead_ms: int = 100
     # default StartSessionRequest.video_delay: how much later than its audio video leaves the gateway
     video_delay_ms: int = 0

@@ -136,6 +136,8 @@ class PublishedPipeline(MediaPipeline):
     async def push_audio(self, segment_id: int, pcm: np.ndarray) -> None:
         if self._provider is not None:
             await self._provider.push_audio(segment_id, pcm)
+            if self._publisher is not None:
+                self._publisher.audio_arrived()
 
     async def end_segment(self, segment_id: int) -> None:
         if self._provider is not None:

@@ -63,6 +63,10 @@ class PlayoutTracker:
         self._spans.append(_Span(start, self._pushed, segment_id, segment_samples, done, cut))
         return True
 
+    def silence_pushed(self, samples: int) -> None:
+        """Record silence handed to the room outside any frame (idle padding)."""
+        self._pushed += samples
+
     def underrun(self, segment_id: int) -> None:
         """The provider ran out of agent audio mid-segment and inserted silence."""
         self._book.underrun(segment_id)

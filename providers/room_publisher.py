@@ -4,8 +4,12 @@ Publishes `avatar_audio` (microphone) and `avatar_video` (camera) from LiveKit m
 room connection, paces the provider's frames in real time and tells the playout tracker how far playout has got.
 Better than livekit-agents' AvatarRunner in three ways:
 
-- pacing is ours: a frame is pulled from the provider only when less than `lead_ms` of audio is queued, so the
-  audio source never blocks and an interrupt can never race with a capture in flight;
+- pacing is ours: a frame is pulled from the provider only when less than the lead of audio is queued, so the
+  audio source never blocks and an interrupt can never race with a capture in flight. The lead is measured, not
+  guessed (`providers.lead`): what this publisher's own late wake-ups need, at most `lead_ms`;
+- a segment's first word does not wait behind idle silence: when its first frame comes, the idle frames still
+  queued are dropped and only the lead's worth of silence stays ahead of it, and agent audio arriving while idle
+  wakes the publisher at once instead of at its next frame;
 - playback positions are what left the audio queue (pushed - queued), not what was pushed;
 - an interrupt clears the delay line of video frames and the audio source's queue, and any frame the provider had
   already produced for an interrupted segment plays as silence.
@@ -24,18 +28,21 @@ import numpy as np
 from livekit import rtc
 
 from providers.base import AvatarFrame, PcmFormat, ProviderError, VideoSpec
+from providers.lead import AdaptiveLead
 from providers.media import MediaOutput, PlayoutClock, SyncedMedia
 from providers.playout import PlayoutTracker
 from providers.room_connection import RoomConnection
 from providers.wakeups import Wakeups
 
 AUDIO_TRACK_NAME = "avatar_audio"
+LEAD_FLOOR_S = 0.01  # the audio source plays 10 ms frames: the next one must be queued when its tick comes
 VIDEO_TRACK_NAME = "avatar_video"
 
 
 class RoomPublisher:
     """Publishes one avatar session's frames. `connection` None runs headless: paced and accounted, published
-    nowhere (on a playout clock when `clock_only`, else through real but unpublished LiveKit sources)."""
+    nowhere (on a playout clock when `clock_only`, else through real but unpublished LiveKit sources). `media`, if
+    given, is the output played into instead."""
 
     def __init__(
         self,
@@ -47,23 +54,27 @@ class RoomPublisher:
         lead_ms: int = 100,
         video_delay_ms: int = 0,
         clock_only: bool = False,
+        media: MediaOutput | None = None,
         on_republished: Callable[[str, float], None] | None = None,
     ) -> None:
         self._fmt = audio
         self._video = video
         self._tracker = tracker
         self._connection = connection
-        self._lead_s = lead_ms / 1000.0
+        self._lead_cap_s = lead_ms / 1000.0
+        self.lead = AdaptiveLead(LEAD_FLOOR_S, self._lead_cap_s, time.monotonic())
         self._video_delay = audio.sample_rate * video_delay_ms // 1000
         self._clock_only = clock_only and connection is None
         self._on_republished = on_republished
         self._lock = asyncio.Lock()
-        self._media: MediaOutput | None = None
+        self._media: MediaOutput | None = media
         # video frames waiting for their audio to start playing: (first output sample, frame, timestamp, arrival of
         # a republished frame's vendor media)
         self._video_line: deque[tuple[int, rtc.VideoFrame, float, float | None]] = deque()
         self._video_ready = asyncio.Event()
         self._wake: asyncio.Future[None] | None = None
+        self._idle = True  # the last frame pushed carried no segment's audio
+        self._voiced_end = 0  # output sample where the last frame with a segment's (or any audible) audio ends
         self.videos_released = 0
         self.first_frame = asyncio.get_running_loop().create_future()
 
@@ -73,14 +84,16 @@ class RoomPublisher:
         return self._media if isinstance(self._media, SyncedMedia) else None
 
     async def start(self) -> None:
-        """Create the media output; join the room and publish both tracks unless headless."""
+        """Create the media output (unless handed one); join the room and publish both tracks unless headless."""
+        if self._media is not None:
+            return
         if self._clock_only:
             self._media = PlayoutClock(self._fmt)
             return
         # the source's own queue holds the lead, the frame being pushed and one more: never more than we count as
         # queued, so what we call heard is what was heard (a larger queue lets audio pile up behind our count when
         # the source drains late, and video released on that count leads the voice)
-        queue_ms = math.ceil((self._lead_s * 1000 + 2000 / self._video.fps) / 10) * 10 + 10  # a multiple of 10 ms
+        queue_ms = math.ceil((self._lead_cap_s * 1000 + 2000 / self._video.fps) / 10) * 10 + 10  # a multiple of 10 ms
         self._media = SyncedMedia(self._fmt, self._video, queue_ms=queue_ms)
         if self._connection is not None:
             await self._publish(self._connection, self._media)
@@ -127,12 +140,18 @@ class RoomPublisher:
             async for frame in frames:
                 async with self._lock:
                     samples = frame.audio.shape[0] // channels
+                    if frame.segment_id and self._idle:
+                        await self._skip_idle_silence(media)
                     start = tracker.pushed
-                    if not tracker.frame_pushed(samples, frame.segment_id, frame.segment_samples, frame.segment_done,
-                                                frame.segment_cut):
+                    playing = tracker.frame_pushed(samples, frame.segment_id, frame.segment_samples,
+                                                   frame.segment_done, frame.segment_cut)
+                    if not playing:
                         frame.audio = np.zeros_like(frame.audio)
                     elif frame.underrun:
                         tracker.underrun(frame.segment_id)
+                    self._idle = not (playing and frame.segment_id)
+                    if not self._idle or frame.audio.any():
+                        self._voiced_end = tracker.pushed
                     await media.push_audio(frame.audio, tracker.pushed / rate)
                     if frame.arrived is not None and self._on_republished is not None:
                         self._on_republished("audio", time.monotonic() - frame.arrived)
@@ -146,19 +165,44 @@ class RoomPublisher:
                             self._on_republished("video", time.monotonic() - frame.arrived)
                     tracker.heard_up_to(self._heard())
                     index += 1
-                ahead = media.queued_duration
-                if ahead > self._lead_s:
+                ahead, lead = media.queued_duration, self.lead.lead_s
+                if ahead > lead:
                     # an interrupt empties the queue and resolves this wait at once, so the queue is refilled
                     # with idle frames and the next segment starts on a full queue instead of a burst that would
-                    # outrun the agent's audio
-                    self._wake = wake = wakeups.sleep(min(ahead - self._lead_s, frame_duration))
+                    # outrun the agent's audio; agent audio arriving while idle resolves it too (`audio_arrived`)
+                    delay = min(ahead - lead, frame_duration)
+                    due = loop.time() + delay
+                    self._wake = wake = wakeups.sleep(delay)
                     await wake
+                    now = loop.time()
+                    if now >= due:  # a timed wake-up, not one ended early
+                        self.lead.observe(now - due, now)
         finally:
             if releaser is not None:
                 releaser.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await releaser
         raise ProviderError.unavailable("the provider stopped producing frames", "PROVIDER_STOPPED")
+
+    async def _skip_idle_silence(self, media: MediaOutput) -> None:
+        """A segment's first frame is next: drop the idle silence queued ahead of it but the lead's worth (the
+        cushion the next wake-up needs). Audible audio still queued (a vendor's idle sound) is never dropped."""
+        heard, tracker, rate = self._heard(), self._tracker, self._fmt.sample_rate
+        keep = round(self.lead.lead_s * rate)
+        if heard < self._voiced_end or tracker.pushed - heard <= keep:
+            return
+        await media.clear()
+        self._video_line.clear()
+        tracker.silence_pushed(keep)
+        await media.push_audio(np.zeros(keep * self._fmt.channels, dtype=np.int16), tracker.pushed / rate)
+
+    def audio_arrived(self) -> None:
+        """Agent audio reached the provider. While idle, pull the next frame now rather than at the next frame
+        time: it may be a segment's first. Bounded: never more than a frame beyond the lead's cap is queued."""
+        media = self._media
+        if (self._idle and media is not None
+                and media.queued_duration < self._lead_cap_s + 1.0 / self._video.fps):
+            _resolve(self._wake)
 
     async def _release_video(self) -> None:
         media, line, rate = self._media, self._video_line, self._fmt.sample_rate

@@ -36,7 +36,8 @@ MOCK_INFO = ProviderInfo(
 
 _OPTIONS = {
     "seed": "blink schedule seed (integer)",
-    "prebuffer_ms": "audio buffered before a segment starts (0-500)",
+    "prebuffer_ms": "audio buffered before a segment starts (0-500; default: one frame plus the segment's largest"
+                    " chunk, the least that keeps a real-time stream from running dry)",
     # real providers differ (Simli 16 kHz, Tavus 24 kHz): the mock can stand in for any of them
     "sample_rate": "audio rate in and out, Hz (8000-48000; default 24000)",
 }
@@ -80,7 +81,7 @@ class MockProvider(ProviderAdapter):
             spec.video,
             face=face,
             seed=int(spec.options.get("seed", "0")),
-            prebuffer_ms=int(spec.options.get("prebuffer_ms", "40")),
+            prebuffer_ms=int(spec.options["prebuffer_ms"]) if "prebuffer_ms" in spec.options else None,
             sample_rate=int(spec.options.get("sample_rate", str(MOCK_INFO.audio_format.sample_rate))),
         )
 
@@ -89,15 +90,17 @@ class MockSession(ProviderSession):
     """One mock avatar. Input audio is queued per segment; each frame takes exactly its share of samples."""
 
     def __init__(self, video: VideoSpec, *, face: FaceRenderer | None = None, seed: int = 0,
-                 prebuffer_ms: int = 40, sample_rate: int = MOCK_INFO.audio_format.sample_rate) -> None:
+                 prebuffer_ms: int | None = None, sample_rate: int = MOCK_INFO.audio_format.sample_rate) -> None:
         self._video = video
         self._fmt = PcmFormat(sample_rate, MOCK_INFO.audio_format.channels)
         self._face = face or _renderer(video.width, video.height)
         self._blink = BlinkSchedule(seed)
-        self._prebuffer = self._fmt.sample_rate * prebuffer_ms // 1000
+        # None: derived per segment (`_ready`)
+        self._prebuffer = None if prebuffer_ms is None else self._fmt.sample_rate * prebuffer_ms // 1000
         # (segment id, samples) entries; samples None marks the segment's end
         self._queue: deque[tuple[int, np.ndarray | None]] = deque()
         self._queued: dict[int, int] = {}  # samples per channel queued per segment
+        self._largest: dict[int, int] = {}  # the largest chunk queued per segment, samples per channel
         self._ended: set[int] = set()
         self._playing: int = 0  # segment whose playout began
         self._closed = False
@@ -114,8 +117,10 @@ class MockSession(ProviderSession):
     async def push_audio(self, segment_id: int, pcm: np.ndarray) -> None:
         if pcm.size == 0:
             return
+        samples = pcm.size // self._fmt.channels
         self._queue.append((segment_id, pcm))
-        self._queued[segment_id] = self._queued.get(segment_id, 0) + pcm.size // self._fmt.channels
+        self._queued[segment_id] = self._queued.get(segment_id, 0) + samples
+        self._largest[segment_id] = max(self._largest.get(segment_id, 0), samples)
 
     async def end_segment(self, segment_id: int) -> None:
         self._queue.append((segment_id, None))
@@ -124,6 +129,7 @@ class MockSession(ProviderSession):
     async def clear(self) -> None:
         self._queue.clear()
         self._queued.clear()
+        self._largest.clear()
         self._ended.clear()
         self._playing = 0
 
@@ -138,6 +144,15 @@ class MockSession(ProviderSession):
             buf.flags.writeable = False
         return buf
 
+    def _ready(self, seg: int, n: int) -> bool:
+        """Whether segment `seg` may start playing in a frame of `n` samples. Once it starts, a frame is taken
+        every frame time while the agent's audio comes a chunk at a time: with one frame plus one chunk queued at
+        the start, a real-time stream never runs dry, and a faster-than-real-time one starts at once."""
+        if seg in self._ended:
+            return True
+        need = self._prebuffer if self._prebuffer is not None else n + self._largest.get(seg, 0)
+        return self._queued.get(seg, 0) >= need
+
     def _take(self, n: int) -> tuple[np.ndarray, int, int, bool, bool]:
         """The audio of the next frame: (samples, segment, segment samples, done, underrun)."""
         queue = self._queue
@@ -145,7 +160,7 @@ class MockSession(ProviderSession):
             return self._silence(n), 0, 0, False, False
         seg = queue[0][0]
         if self._playing != seg:
-            if self._queued.get(seg, 0) < self._prebuffer and seg not in self._ended:
+            if not self._ready(seg, n):
                 return self._silence(n), 0, 0, False, False
             self._playing = seg
         ch = self._fmt.channels
@@ -173,6 +188,7 @@ class MockSession(ProviderSession):
         self._queued[seg] = self._queued.get(seg, 0) - got
         if done:
             self._queued.pop(seg, None)
+            self._largest.pop(seg, None)
             self._ended.discard(seg)
             self._playing = 0
         underrun = got < n and not done
