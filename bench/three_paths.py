@@ -35,7 +35,7 @@ from livekit.agents.voice.avatar import (
     VideoGenerator,
 )
 
-from agent_client import AvatarGatewayClient, PlaybackFinished
+from agent_client import AvatarGatewayClient, PlaybackFinished, StreamWarning
 from bench.gateway_cli import GatewayUnderTest
 from bench.percentiles import percentile
 from examples.agent import load_clip
@@ -267,11 +267,13 @@ async def ours(lk: LoopbackProcess, client: AvatarGatewayClient, n: int, pcm: np
         await watchers.wait_ready(video=True)
         async with client.stream_audio(session.name, sample_rate=rate) as stream:
             await talk_and_interrupt(run, pcm, rate, stream.send, stream.clear)
+            underruns = 0
             async with asyncio.timeout(10):
                 async for event in stream:
+                    underruns += isinstance(event, StreamWarning) and event.reason == "PLAYOUT_UNDERRUN"
                     if isinstance(event, PlaybackFinished):
                         break
-        return watchers.measure(run)
+        return {**watchers.measure(run), "underruns": underruns}
     finally:
         await client.end_session(session.name)
         await watchers.aclose()
@@ -302,7 +304,7 @@ async def main(args: argparse.Namespace) -> None:
         finally:
             await gateway.stop()
     keys: tuple[str, ...] = ("sent_to_voice_ms", "sent_to_lips_ms", "av_offset_ms", "clear_to_silence_ms",
-                             "clear_to_mouth_closed_ms", "first_frame_ms")
+                             "clear_to_mouth_closed_ms", "first_frame_ms", "underruns")
     if args.browser:
         keys = (*keys, *(f"browser_{k}" for k in keys))
     print("figure (p50 / p95 ms) | " + " | ".join(results))
