@@ -47,6 +47,11 @@ class PlayoutTracker:
         """Output samples handed to the room so far."""
         return self._pushed
 
+    def is_playing(self, segment_id: int) -> bool:
+        """Whether a frame of `segment_id` plays its audio: idle frames do, frames of a finished segment (stale
+        after an interrupt) play silence instead."""
+        return segment_id == 0 or self._book.is_open(segment_id)
+
     def frame_pushed(self, samples: int, segment_id: int, segment_samples: int, done: bool, cut: bool = False
                      ) -> bool:
         """Record a frame of `samples` output samples. Returns False if its audio belongs to a finished segment
@@ -56,11 +61,10 @@ class PlayoutTracker:
         start = self._pushed
         self._pushed += samples
         self.stats.video_frames += 1
-        if segment_id == 0:
-            return True
-        if not self._book.is_open(segment_id):
+        if not self.is_playing(segment_id):
             return False
-        self._spans.append(_Span(start, self._pushed, segment_id, segment_samples, done, cut))
+        if segment_id:
+            self._spans.append(_Span(start, self._pushed, segment_id, segment_samples, done, cut))
         return True
 
     def silence_pushed(self, samples: int) -> None:

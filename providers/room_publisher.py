@@ -7,9 +7,10 @@ Better than livekit-agents' AvatarRunner in three ways:
 - pacing is ours: a frame is pulled from the provider only when less than the lead of audio is queued, so the
   audio source never blocks and an interrupt can never race with a capture in flight. The lead is measured, not
   guessed (`providers.lead`): what this publisher's own late wake-ups need, at most `lead_ms`;
-- a segment's first word does not wait behind idle silence: when its first frame comes, the idle frames still
-  queued are dropped and only the lead's worth of silence stays ahead of it, and agent audio arriving while idle
-  wakes the publisher at once instead of at its next frame;
+- a segment's first word does not wait behind idle silence: idle silence is counted but not sent (receivers meet
+  each utterance fresh, as they do an agent publishing its own voice); when a segment's first frame comes, only
+  the lead's worth of silence is sent ahead of it, and agent audio arriving while idle wakes the publisher at once
+  instead of at its next frame;
 - playback positions are what left the audio queue (pushed - queued), not what was pushed;
 - an interrupt clears the delay line of video frames and the audio source's queue, and any frame the provider had
   already produced for an interrupted segment plays as silence.
@@ -74,7 +75,8 @@ class RoomPublisher:
         self._video_ready = asyncio.Event()
         self._wake: asyncio.Future[None] | None = None
         self._idle = True  # the last frame pushed carried no segment's audio
-        self._voiced_end = 0  # output sample where the last frame with a segment's (or any audible) audio ends
+        self._sent_end = 0  # output sample where the last audio sent to the source ends
+        self._unsent_end = 0  # output sample where the last idle silence counted but not sent ends
         self.videos_released = 0
         self.first_frame = asyncio.get_running_loop().create_future()
 
@@ -140,19 +142,26 @@ class RoomPublisher:
             async for frame in frames:
                 async with self._lock:
                     samples = frame.audio.shape[0] // channels
-                    if frame.segment_id and self._idle:
-                        await self._skip_idle_silence(media)
-                    start = tracker.pushed
-                    playing = tracker.frame_pushed(samples, frame.segment_id, frame.segment_samples,
-                                                   frame.segment_done, frame.segment_cut)
+                    playing = tracker.is_playing(frame.segment_id)
                     if not playing:
                         frame.audio = np.zeros_like(frame.audio)
-                    elif frame.underrun:
-                        tracker.underrun(frame.segment_id)
                     self._idle = not (playing and frame.segment_id)
-                    if not self._idle or frame.audio.any():
-                        self._voiced_end = tracker.pushed
-                    await media.push_audio(frame.audio, tracker.pushed / rate)
+                    # idle silence is counted, not sent, unless sent audio is still queued ahead of it (the source
+                    # plays its queue without gaps: unsent silence there would pull what follows forward)
+                    heard = self._heard()
+                    send = not self._idle or bool(frame.audio.any()) or heard < self._sent_end
+                    if send and heard < self._unsent_end:
+                        await self._replace_unsent_silence(media)
+                    start = tracker.pushed
+                    tracker.frame_pushed(samples, frame.segment_id, frame.segment_samples, frame.segment_done,
+                                         frame.segment_cut)
+                    if playing and frame.underrun:
+                        tracker.underrun(frame.segment_id)
+                    if send:
+                        self._sent_end = tracker.pushed
+                    else:
+                        self._unsent_end = tracker.pushed
+                    await media.push_audio(frame.audio, tracker.pushed / rate, send=send)
                     if frame.arrived is not None and self._on_republished is not None:
                         self._on_republished("audio", time.monotonic() - frame.arrived)
                     if delayed:
@@ -184,16 +193,17 @@ class RoomPublisher:
                     await releaser
         raise ProviderError.unavailable("the provider stopped producing frames", "PROVIDER_STOPPED")
 
-    async def _skip_idle_silence(self, media: MediaOutput) -> None:
-        """A segment's first frame is next: drop the idle silence queued ahead of it but the lead's worth (the
-        cushion the next wake-up needs). Audible audio still queued (a vendor's idle sound) is never dropped."""
-        heard, tracker, rate = self._heard(), self._tracker, self._fmt.sample_rate
+    async def _replace_unsent_silence(self, media: MediaOutput) -> None:
+        """Audio is to be sent while idle silence that was counted but not sent is queued (a segment's first frame,
+        usually): replace that silence by the lead's worth, sent, so the source really holds the cushion the next
+        wake-up needs and the first word waits behind nothing more. Only unsent silence is dropped: sent audio
+        ahead of idle silence makes that silence sent too."""
+        tracker, rate = self._tracker, self._fmt.sample_rate
         keep = round(self.lead.lead_s * rate)
-        if heard < self._voiced_end or tracker.pushed - heard <= keep:
-            return
         await media.clear()
         self._video_line.clear()
         tracker.silence_pushed(keep)
+        self._sent_end = tracker.pushed
         await media.push_audio(np.zeros(keep * self._fmt.channels, dtype=np.int16), tracker.pushed / rate)
 
     def audio_arrived(self) -> None:

@@ -1,5 +1,5 @@
-"""How soon a segment's first word plays: the publisher's measured lead, its skip over queued idle silence, and the
-mock's prebuffer derived from the agent's chunks."""
+"""How soon a segment's first word plays: the publisher's measured lead, its idle silence (counted, not sent, and
+replaced by the lead when a segment starts), and the mock's prebuffer derived from the agent's chunks."""
 
 from __future__ import annotations
 
@@ -69,10 +69,10 @@ class RecordingClock(PlayoutClock):
         self.publisher: RoomPublisher | None = None
         self.audible = asyncio.Event()
 
-    async def push_audio(self, audio: np.ndarray, end_ts: float) -> None:
-        await super().push_audio(audio, end_ts)
+    async def push_audio(self, audio: np.ndarray, end_ts: float, *, send: bool = True) -> None:
+        await super().push_audio(audio, end_ts, send=send)
         audible = bool(audio.any())
-        self.ops.append(("push", audio.size, audible))
+        self.ops.append(("push" if send else "count", audio.size, audible))
         if audible:
             self.audible.set()
         elif self.publisher is not None:
@@ -121,18 +121,20 @@ async def _play(before_speech: list[np.ndarray]) -> RecordingClock:
     return clock
 
 
-async def test_a_segments_first_frame_skips_the_idle_silence_queued_ahead_of_it_but_the_lead() -> None:
+async def test_idle_silence_is_counted_not_sent_and_a_segments_first_frame_waits_only_behind_the_lead() -> None:
     clock = await _play([np.zeros(PER_FRAME, dtype=np.int16)] * 3)
     speech_at = next(i for i, (_, _, audible) in enumerate(clock.ops) if audible)
+    assert {op for op, _, _ in clock.ops[: speech_at - 2]} == {"count"}
     assert [op for op, _, _ in clock.ops[speech_at - 2: speech_at + 1]] == ["clear", "push", "push"]
     kept = clock.ops[speech_at - 1][1]
     assert kept == round(clock.leads_at_clear[0] * RATE)
-    assert kept < PER_FRAME  # less than the idle frame it replaced: the first word came sooner
+    assert kept < 3 * PER_FRAME  # less than the idle silence it replaced: the first word came sooner
 
 
-async def test_audible_audio_queued_while_idle_is_never_skipped() -> None:
+async def test_silence_behind_audible_audio_is_sent_and_nothing_audible_is_dropped() -> None:
     vendor_idle_sound = np.full(PER_FRAME, 200, dtype=np.int16)
-    clock = await _play([np.zeros(PER_FRAME, dtype=np.int16), vendor_idle_sound])
+    clock = await _play([vendor_idle_sound, np.zeros(PER_FRAME, dtype=np.int16)])
+    assert [op for op, _, _ in clock.ops[:2]] == ["push", "push"]
     assert all(op != "clear" for op, _, _ in clock.ops)
 
 
