@@ -441,11 +441,13 @@ def _reference(width: int, height: int) -> tuple[int, int, int, int, int, int]:
 
 
 def mouth_reference(width: int, height: int) -> dict[str, float]:
-    """How to read the opening at this resolution elsewhere (a browser): the mouth box [x0, x1) x [y0, y1), the dark
-    pixel counts of a closed and of a fully open mouth, and the luma threshold (BT.601 limited range, as
-    `mouth_opening_rgb` computes it from RGB)."""
+    """How to read the opening at this resolution elsewhere (a browser): the size it holds for, the mouth box
+    [x0, x1) x [y0, y1), the dark pixel counts of a closed and of a fully open mouth, and the luma threshold (BT.601
+    limited range, as `mouth_opening_rgb` computes it from RGB). A frame received at another size (a simulcast
+    layer) is scaled to `width` x `height` before it is read."""
     x0, x1, y0, y1, closed, full = _reference(width, height)
-    return {"x0": x0, "x1": x1, "y0": y0, "y1": y1, "closed": closed, "full": full, "threshold": DARK_THRESHOLD,
+    return {"width": width, "height": height, "x0": x0, "x1": x1, "y0": y0, "y1": y1, "closed": closed, "full": full,
+            "threshold": DARK_THRESHOLD,
             "ky_r": _KY[0], "ky_g": _KY[1], "ky_b": _KY[2]}
 
 

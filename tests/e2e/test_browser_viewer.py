@@ -6,10 +6,13 @@ from the rendered pixels follows the voice it hears, and it sees the avatar leav
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
+from livekit import rtc
 
 from agent_client import PlaybackFinished
+from providers.mock.face import FaceRenderer
 from tests.e2e.e2e_helpers import TIMEOUT, Harness, avatar_identity_for, chunked, new_session_id, speech_clip
 from viewer.browser import BrowserViewer
 from viewer.sync import av_offset
@@ -54,3 +57,36 @@ async def test_a_browser_sees_and_hears_the_avatar_and_the_lips_follow_the_voice
             await browser.avatar_left.wait()
     finally:
         await browser.aclose()
+
+
+async def test_the_page_reads_the_mouth_from_a_simulcast_layer_smaller_than_the_published_size(e2e: Harness) -> None:
+    """Stock avatar workers publish simulcast: the page gets a smaller layer than the size the mouth box is given
+    for, and must still read the mouth (it scales each frame to the published size)."""
+    face = FaceRenderer(640, 480)
+    source = rtc.VideoSource(face.width, face.height)
+    publisher = rtc.Room()
+    browser = BrowserViewer(e2e.target.url, e2e.token("browser"), avatar_identity="simulcast-face",
+                            width=face.width, height=face.height)
+
+    def saw(reading: Callable[[float], bool]) -> bool:  # in a frame of a smaller layer
+        return any(reading(v.opening) for v in browser.rx.video if v.width < face.width)
+
+    await browser.open()
+    try:
+        await publisher.connect(e2e.target.url, e2e.token("simulcast-face"))
+        track = rtc.LocalVideoTrack.create_video_track("face", source)
+        await publisher.local_participant.publish_track(
+            track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA, simulcast=True))
+        shown = 0
+        # half a second open, half a second closed, until the page read both from a smaller layer
+        async with asyncio.timeout(TIMEOUT):
+            while not (saw(lambda opening: opening > 0.8) and saw(lambda opening: opening < 0.2)):
+                level = face.levels - 1 if shown // 15 % 2 == 0 else 0
+                source.capture_frame(rtc.VideoFrame(face.width, face.height, rtc.VideoBufferType.I420,
+                                                    face.frame(level, False)))
+                shown += 1
+                await asyncio.sleep(1 / 30)  # the frame rate a camera would send at
+    finally:
+        await browser.aclose()
+        await publisher.disconnect()
+        await source.aclose()

@@ -15,10 +15,13 @@
   const draw = canvas.getContext("2d", { willReadFrequently: true });
   const FLOOR_DBFS = -50, CEIL_DBFS = -10;  // viewer.sync.envelope_level's scale
 
+  canvas.width = ref.width;
+  canvas.height = ref.height;
+
   function opening() {
-    const w = video.videoWidth, h = video.videoHeight;
-    if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
-    draw.drawImage(video, 0, 0, w, h);
+    // a frame of another size (a simulcast layer: the SFU forwards the one the page subscribed to) is scaled to
+    // the size the mouth box is given for
+    draw.drawImage(video, 0, 0, ref.width, ref.height);
     const box = draw.getImageData(ref.x0, ref.y0, ref.x1 - ref.x0, ref.y1 - ref.y0).data;
     let dark = 0;
     for (let i = 0; i < box.length; i += 4) {
