@@ -53,19 +53,14 @@ class PlayoutTracker:
         return segment_id == 0 or self._book.is_open(segment_id)
 
     def frame_pushed(self, samples: int, segment_id: int, segment_samples: int, done: bool, cut: bool = False
-                     ) -> bool:
-        """Record a frame of `samples` output samples. Returns False if its audio belongs to a finished segment
-
-        (stale after an interrupt), in which case the caller must play silence instead and the frame counts as idle.
-        """
+                     ) -> None:
+        """Record a frame of `samples` output samples. A frame of a segment that is not `is_playing` (stale after an
+        interrupt) is played as silence by the caller and counts as idle."""
         start = self._pushed
         self._pushed += samples
         self.stats.video_frames += 1
-        if not self.is_playing(segment_id):
-            return False
-        if segment_id:
+        if segment_id and self.is_playing(segment_id):
             self._spans.append(_Span(start, self._pushed, segment_id, segment_samples, done, cut))
-        return True
 
     def silence_pushed(self, samples: int) -> None:
         """Record silence handed to the room outside any frame (idle padding)."""

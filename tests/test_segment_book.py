@@ -23,9 +23,9 @@ def test_segment_finishes_once_when_its_last_sample_is_heard() -> None:
     seg = book.open()
     book.add_input(seg, 2400 / RATE)
     book.end_input(seg)
-    assert tracker.frame_pushed(FRAME, seg, FRAME, False)
-    assert tracker.frame_pushed(FRAME, seg, FRAME, False)
-    assert tracker.frame_pushed(FRAME, seg, FRAME, True)
+    for done in (False, False, True):
+        assert tracker.is_playing(seg)
+        tracker.frame_pushed(FRAME, seg, FRAME, done)
     tracker.heard_up_to(1)
     assert events == [SegmentStarted(seg)]
     tracker.heard_up_to(3 * FRAME - 1)
@@ -57,8 +57,10 @@ def test_frames_of_a_finished_segment_are_stale() -> None:
     book, tracker, events = book_and_tracker()
     seg = book.open()
     book.finish_open()
-    assert not tracker.frame_pushed(FRAME, seg, FRAME, False), "stale audio must be replaced by silence"
-    assert tracker.frame_pushed(FRAME, 0, 0, False), "idle frames are never stale"
+    assert not tracker.is_playing(seg), "stale audio must be replaced by silence"
+    tracker.frame_pushed(FRAME, seg, FRAME, False)
+    assert tracker.is_playing(0), "idle frames are never stale"
+    tracker.frame_pushed(FRAME, 0, 0, False)
     assert [e for e in events if isinstance(e, SegmentFinished)] == [SegmentFinished(seg, 0, True)]
 
 
