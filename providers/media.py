@@ -7,6 +7,7 @@ pure Python for headless gateways, where nothing is published and per-session Li
 
 from __future__ import annotations
 
+import asyncio
 import time
 from abc import ABC, abstractmethod
 
@@ -92,8 +93,10 @@ class SyncedMedia(MediaOutput):
         self.last_video_time = ts
 
     async def wait_for_playout(self) -> None:
-        """Until the queued audio has played."""
+        """Until the queued audio has played: what the source holds, then the idle silence counted (not sent) after
+        it, which plays on the clock alone."""
         await self.audio_source.wait_for_playout()
+        await asyncio.sleep(self.queued_duration)
 
     async def clear(self) -> None:
         self._end = 0.0
