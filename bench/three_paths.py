@@ -20,28 +20,20 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from livekit import rtc
-from livekit.agents.voice.avatar import (
-    AudioSegmentEnd,
-    AvatarOptions,
-    AvatarRunner,
-    DataStreamAudioOutput,
-    DataStreamAudioReceiver,
-    VideoGenerator,
-)
+from livekit.agents.voice.avatar import AvatarOptions, AvatarRunner, DataStreamAudioOutput, DataStreamAudioReceiver
 
 from agent_client import AvatarGatewayClient, PlaybackFinished, StreamWarning
 from bench.gateway_cli import GatewayUnderTest
 from bench.percentiles import percentile
 from examples.agent import load_clip
+from fakes.room_native.face_generator import MockFaceGenerator
 from loopback import not_in_namespace_reason
 from loopback.process import LoopbackProcess
-from providers.mock.face import BlinkSchedule, FaceRenderer
 from viewer.browser import BrowserViewer
 from viewer.participant import Viewer
 from viewer.sync import av_offset
@@ -53,55 +45,6 @@ SPEAK_S = 6.0  # seconds of the clip spoken before the interrupt
 VOICED, OPEN, QUIET, CLOSED = 0.3, 0.3, 0.05, 0.1
 TAIL_S = 1.0  # after the interrupt, for what follows it to reach the viewer
 RUN_TIMEOUT_S = 60.0  # one path's run; a safety net
-
-
-class MockFaceGenerator(VideoGenerator):
-    """The mock's face as a livekit-agents VideoGenerator: one frame per 1/fps of audio, the mouth from exactly
-    that audio, idle frames between segments, AudioSegmentEnd after each segment."""
-
-    def __init__(self, rate: int) -> None:
-        self._rate = rate
-        self._per_frame = rate // FPS
-        self._face = FaceRenderer(W, H)
-        self._blink = BlinkSchedule()
-        self._pending = np.zeros(0, dtype=np.int16)
-        self._ended = False
-        self._index = 0
-        self._changed = asyncio.Event()
-
-    async def push_audio(self, frame: rtc.AudioFrame | AudioSegmentEnd) -> None:
-        if isinstance(frame, AudioSegmentEnd):
-            self._ended = True
-        else:
-            self._pending = np.concatenate([self._pending, np.frombuffer(frame.data, dtype=np.int16)])
-        self._changed.set()
-
-    def clear_buffer(self) -> None:
-        self._pending = np.zeros(0, dtype=np.int16)
-        self._ended = False
-
-    def __aiter__(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
-        return self._frames()
-
-    async def _frames(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
-        n = self._per_frame
-        while True:
-            speaking = self._pending.size > 0
-            if speaking:
-                audio = self._pending[:n]
-                self._pending = self._pending[n:]
-                if audio.size < n:
-                    audio = np.concatenate([audio, np.zeros(n - audio.size, dtype=np.int16)])
-            else:
-                audio = np.zeros(n, dtype=np.int16)
-            level = self._face.level_for(audio)
-            data = self._face.frame(level, self._blink.eyes_closed(self._index, FPS))
-            self._index += 1
-            yield rtc.VideoFrame(W, H, rtc.VideoBufferType.I420, data)
-            yield rtc.AudioFrame(audio.tobytes(), self._rate, 1, n)
-            if self._ended and self._pending.size == 0:
-                self._ended = False
-                yield AudioSegmentEnd()
 
 
 @dataclass
@@ -235,7 +178,7 @@ async def stock(lk: LoopbackProcess, n: int, pcm: np.ndarray, rate: int, browser
     worker = rtc.Room()
     await worker.connect(lk.url, lk.token(worker_id, ROOM, kind="agent"))
     runner = AvatarRunner(worker, audio_recv=DataStreamAudioReceiver(worker, sender_identity=agent_id),
-                          video_gen=MockFaceGenerator(rate),
+                          video_gen=MockFaceGenerator(rate, W, H, FPS),
                           options=AvatarOptions(video_width=W, video_height=H, video_fps=FPS,
                                                 audio_sample_rate=rate, audio_channels=1))
     await runner.start()
