@@ -6,8 +6,11 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from pathlib import Path
 
+from providers.room_native.vendors import VENDORS
+
 # every secret the gateway and its providers read from the environment
-SECRET_NAMES = ("LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "AVATAR_GATEWAY_API_KEYS", "SIMLI_API_KEY")
+SECRET_NAMES = ("LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "AVATAR_GATEWAY_API_KEYS", "SIMLI_API_KEY",
+                *sorted({vendor.key_env for vendor in VENDORS} - {"SIMLI_API_KEY"}))
 
 
 def load_file_secrets(env: MutableMapping[str, str]) -> None:

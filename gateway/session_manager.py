@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 from collections import OrderedDict
@@ -18,9 +19,10 @@ from gateway.config import Caller, GatewayConfig
 from gateway.convert import epoch_ns, session_pb
 from gateway.directory import Directory, Elsewhere, SoloDirectory, request_key, session_key
 from gateway.metrics import GatewayMetrics
+from gateway.room_admin import GatewayRoomAdmin
 from gateway.room_audio_input import RoomAudioInput
 from gateway.session import TERMINAL, AudioTransport, AvatarSession, EndReason, SessionEndedWhileStarting, SessionParams
-from gateway.tokens import avatar_identity, mint_avatar_token
+from gateway.tokens import avatar_identity, mint_avatar_token, relay_identity
 from providers.base import ProviderAdapter, ProviderError, RoomSpec, SessionSpec
 from providers.pipeline import PipelineParts
 from providers.registry import ProviderRegistry
@@ -213,12 +215,17 @@ class SessionManager:
     async def _start(self, session: AvatarSession, adapter: ProviderAdapter) -> None:
         p = self.config
         params = session.params
+        info = adapter.info
+        # the gateway's own participant: the avatar itself, or the relay beside a vendor's worker
+        identity = session.avatar_identity if info.gateway_publishes else relay_identity(session.avatar_identity)
         token = "" if p.headless else mint_avatar_token(
             api_key=p.livekit_api_key, api_secret=p.livekit_api_secret, room_name=params.room_name,
-            identity=session.avatar_identity, agent_identity=params.agent_identity, provider=adapter.info.name,
-            can_subscribe=adapter.info.needs_subscribe, ttl_s=p.token_ttl_s)
-        room = RoomSpec(url=params.room_url, room_name=params.room_name, agent_identity=params.agent_identity,
-                        avatar_identity=session.avatar_identity, token=token)
+            identity=identity, agent_identity=params.agent_identity, provider=info.name,
+            can_subscribe=info.needs_subscribe, ttl_s=p.token_ttl_s, media=info.gateway_publishes)
+        own = RoomSpec(url=params.room_url, room_name=params.room_name, agent_identity=params.agent_identity,
+                       avatar_identity=identity, token=token)
+        room = own if info.gateway_publishes else dataclasses.replace(own, avatar_identity=session.avatar_identity,
+                                                                      token="")
         spec = SessionSpec(session_id=params.session_id, avatar_id=params.avatar_id, options=params.provider_options,
                            video=params.video, room=room)
         room_input = None
@@ -226,10 +233,13 @@ class SessionManager:
             room_input = RoomAudioInput(session, max_buffered_s=p.max_buffered_s)
             session.use_input(room_input)
         connection = None if p.headless else RoomConnection(
-            room, on_lost=session.room_lost, on_joined=room_input.bind if room_input is not None else None)
+            own, on_lost=session.room_lost, on_joined=room_input.bind if room_input is not None else None)
+        admin = None if p.headless else GatewayRoomAdmin(
+            url=params.room_url, api_key=p.livekit_api_key, api_secret=p.livekit_api_secret,
+            room_name=params.room_name, agent_identity=params.agent_identity, provider=info.name)
         pipeline = adapter.pipeline(PipelineParts(spec, session.book, connection, lead_ms=p.lead_ms,
                                                   video_delay_ms=round(params.video_delay_s * 1000),
-                                                  on_republished=self.metrics.record_republish))
+                                                  on_republished=self.metrics.record_republish, room_admin=admin))
         log.info("session %s starting: provider=%s room=%s", session.name, params.provider, params.room_name)
         await session.start(pipeline, timeout_s=p.start_timeout_s)
         log.info("session %s active", session.name)

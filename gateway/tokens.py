@@ -15,6 +15,11 @@ def avatar_identity(provider: str, session_id: str) -> str:
     return f"avatar-{provider}-{session_id}"
 
 
+def relay_identity(avatar: str) -> str:
+    """Identity of the gateway's relay participant beside a vendor's avatar `avatar`."""
+    return f"{avatar}-relay"
+
+
 def mint_avatar_token(
     *,
     api_key: str,
@@ -25,13 +30,15 @@ def mint_avatar_token(
     provider: str,
     can_subscribe: bool = False,
     ttl_s: int = 3600,
+    media: bool = True,
 ) -> str:
-    """A room-scoped agent-kind token that may publish camera, microphone and data only."""
+    """A room-scoped agent-kind token that may publish camera, microphone and data only (data only with `media`
+    False: a relay participant)."""
     grants = api.VideoGrants(
         room_join=True,
         room=room_name,
-        can_publish=True,
-        can_publish_sources=["camera", "microphone"],
+        can_publish=media,
+        can_publish_sources=["camera", "microphone"] if media else [],
         can_publish_data=True,
         can_subscribe=can_subscribe,
     )

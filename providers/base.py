@@ -63,6 +63,9 @@ class ProviderInfo:
     enabled: bool = True
     disabled_reason: str = ""
     needs_subscribe: bool = False
+    # False: the vendor's own worker joins the room and publishes the avatar; the gateway's participant only
+    # relays the agent's speech to it (the room-native shape)
+    gateway_publishes: bool = True
 
 
 @dataclass(frozen=True, slots=True)

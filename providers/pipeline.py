@@ -22,6 +22,7 @@ import numpy as np
 
 from providers.base import PcmFormat, ProviderAdapter, ProviderSession, SessionSpec
 from providers.playout import PlayoutStats, PlayoutTracker
+from providers.room_admin import RoomAdmin
 from providers.room_connection import RoomConnection
 from providers.room_publisher import RoomPublisher
 from providers.segments import SegmentBook
@@ -38,6 +39,7 @@ class PipelineParts:
     video_delay_ms: int = 0
     # a republished frame's audio or video left for the room this many seconds after its vendor media arrived
     on_republished: Callable[[str, float], None] | None = None
+    room_admin: RoomAdmin | None = None  # None: headless
 
 
 class MediaPipeline(ABC):

@@ -34,7 +34,8 @@ class ProviderRegistry:
 def build_registry(env: Mapping[str, str] | None = None) -> ProviderRegistry:
     """Every provider this gateway ships, each enabled or disabled by its settings in `env` (default: the process
     environment). A disabled provider's own modules are never imported."""
-    from providers import mock, simli
+    from providers import mock, room_native, simli
 
     env = os.environ if env is None else env
-    return ProviderRegistry([mock.adapter_from_env(env), simli.adapter_from_env(env)])
+    return ProviderRegistry([mock.adapter_from_env(env), simli.adapter_from_env(env),
+                             *room_native.adapters_from_env(env)])

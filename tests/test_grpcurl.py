@@ -152,7 +152,7 @@ async def test_health(gateway: GatewayServer) -> None:
 
 async def test_list_providers(gateway: GatewayServer) -> None:
     [resp] = ok(await grpcurl(gateway.port, f"{SERVICE}/ListProviders")).messages()
-    mock, simli = resp["providers"]
+    mock, simli, *room_native = resp["providers"]
     assert mock["name"] == "mock"
     assert mock["enabled"] is True
     assert mock["audio_format"]["sample_rate_hz"] == 24000
@@ -161,6 +161,8 @@ async def test_list_providers(gateway: GatewayServer) -> None:
     assert simli.get("enabled", False) is False
     assert simli["disabled_reason"] == "SIMLI_API_KEY is not set"
     assert simli["audio_format"]["sample_rate_hz"] == 16000
+    tavus = next(p for p in room_native if p["name"] == "tavus")
+    assert tavus.get("enabled", False) is False and tavus["disabled_reason"] == "TAVUS_API_KEY is not set"
 
 
 async def test_disabled_provider_is_refused_with_its_reason(gateway: GatewayServer) -> None:

@@ -1,0 +1,235 @@
+"""Room-native vendors behind the gateway, end to end: the fake vendors' workers (livekit-agents' own
+DataStreamAudioReceiver + AvatarRunner) join the loopback room with the token the gateway minted, take the
+agent's speech from the gateway's relay participant, and their playback RPCs become the agent's events."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+import pytest_asyncio
+from avatar.v1 import session_pb2
+from livekit import api, rtc
+
+from agent_client import AvatarGatewayClient, PlaybackFinished, PlaybackStarted
+from agent_client.errors import GatewayError
+from fakes.room_native import FakeVendors
+from loopback import loopback_host
+from providers.registry import ProviderRegistry, build_registry
+from providers.room_native.vendors import VENDORS
+from tests.e2e.e2e_helpers import TIMEOUT, EventLog, Harness, avatar_identity_for, chunked, new_session_id, speech_clip
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+KEY = "vendor-test-key-0123456789"
+CLIP_S = 1.0
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def vendors(e2e: Harness) -> AsyncIterator[FakeVendors]:
+    async with FakeVendors(loopback_host(), KEY) as fake:
+        yield fake
+        # every vendor session any path started has its worker gone
+        await fake.wait_until(lambda f: not f.running())
+
+
+def vendor_registry(fake: FakeVendors) -> ProviderRegistry:
+    env = {}
+    for vendor in VENDORS:
+        env[vendor.key_env] = KEY
+        env[vendor.url_env] = fake.url
+    return build_registry(env)
+
+
+async def started(e2e: Harness, fake: FakeVendors, vendor: str) -> tuple[AvatarGatewayClient, str, str]:
+    """A gateway, a viewer in the room, a session of `vendor` whose worker is up: (client, session name, avatar)."""
+    _, client = await e2e.gateway_client(vendor_registry(fake))
+    session_id = new_session_id()
+    avatar = avatar_identity_for(session_id, vendor)
+    viewer = await e2e.viewer(avatar)
+    session = await e2e.start_session(client, session_id, provider=vendor, avatar_id="face-1")
+    await e2e.watch(viewer)
+    return client, session.name, avatar
+
+
+@pytest.mark.parametrize("vendor", [v.name for v in VENDORS])
+async def test_speech_reaches_the_vendor_and_its_finish_reaches_the_agent(e2e: Harness, vendors: FakeVendors,
+                                                                         vendor: str) -> None:
+    client, name, avatar = await started(e2e, vendors, vendor)
+    (session,) = vendors.running()
+    assert session.vendor == vendor and session.body["_avatar"] in ("face-1", "")
+
+    async with client.stream_audio(name, sample_rate=16000) as stream:
+        log = EventLog(stream.events())
+        try:
+            for chunk in chunked(speech_clip(CLIP_S)):
+                await stream.send(chunk)
+            await stream.end_segment()
+            finished = await log.wait_for(lambda e: isinstance(e, PlaybackFinished))
+        finally:
+            await log.aclose()
+    assert PlaybackStarted(1) in log.events
+    assert isinstance(finished, PlaybackFinished) and finished.segment_id == 1 and not finished.interrupted
+    # the vendor's own position: all of the clip played (at the vendor's rate, in its 100 ms frames)
+    assert CLIP_S - 0.1 <= finished.position <= CLIP_S + 0.1
+
+    await client.end_session(name)
+    await vendors.wait_until(lambda f: not f.running())
+    stops = {"tavus": 1, "runway": 1}.get(vendor, 0)  # the vendors with a stop call got it, once
+    assert session.stop_calls == stops
+    assert e2e.lk is not None
+    await e2e.lk.wait_for(lambda s: e2e.room not in s.rooms or avatar not in s.rooms[e2e.room].participants,
+                          TIMEOUT)
+
+
+async def test_an_interrupt_finishes_the_segment_with_the_vendor_s_position(e2e: Harness,
+                                                                            vendors: FakeVendors) -> None:
+    client, name, _ = await started(e2e, vendors, "tavus")
+    clip = speech_clip(6.0)
+    stream = await client.stream_audio(name, sample_rate=16000).open()
+    log = EventLog(stream.events())
+    try:
+        for chunk in chunked(clip):
+            await stream.send(chunk)
+        await log.wait_for(lambda e: isinstance(e, PlaybackStarted))
+        await stream.clear()
+        finished = await log.wait_for(lambda e: isinstance(e, PlaybackFinished))
+        await stream.close()
+        events = await log.finish()
+    finally:
+        await log.aclose()
+        stream.cancel()
+    assert isinstance(finished, PlaybackFinished) and finished.interrupted
+    assert 0.0 <= finished.position < 6.0
+    assert [e for e in events if isinstance(e, PlaybackFinished)] == [finished]
+    await client.end_session(name)
+
+
+async def test_a_vendor_that_never_finishes_still_gets_each_segment_finished_once(e2e: Harness,
+                                                                                   vendors: FakeVendors) -> None:
+    vendors.forget_ends = True
+    client, name, _ = await started(e2e, vendors, "bey")
+    async with client.stream_audio(name, sample_rate=16000) as stream:
+        log = EventLog(stream.events())
+        try:
+            for _segment in range(2):
+                for chunk in chunked(speech_clip(0.5)):
+                    await stream.send(chunk)
+                await stream.end_segment()
+            await stream.end_segment()  # an empty third segment: never streamed, finished in its turn
+            await log.wait_for(lambda e: isinstance(e, PlaybackFinished) and e.segment_id == 3)
+        finally:
+            await log.aclose()
+    finishes = [e for e in log.events if isinstance(e, PlaybackFinished)]
+    assert [f.segment_id for f in finishes] == [1, 2, 3]
+    assert not any(f.interrupted for f in finishes)
+    await client.end_session(name)
+
+
+async def test_vendor_errors_keep_their_class_and_start_nothing(e2e: Harness, vendors: FakeVendors) -> None:
+    _, client = await e2e.gateway_client(vendor_registry(vendors))
+    vendors.fail_next["tavus"] = (400, {"message": "User has reached maximum concurrent conversations"})
+    with pytest.raises(GatewayError) as caught:
+        await e2e.start_session(client, new_session_id(), provider="tavus", avatar_id="face-1")
+    assert caught.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and caught.value.retry_after is not None
+
+    vendors.fail_next["anam"] = (422, {"message": "unknown avatarId"})
+    with pytest.raises(GatewayError) as caught:
+        await e2e.start_session(client, new_session_id(), provider="anam", avatar_id="nope")
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT and "unknown avatarId" in caught.value.message
+
+    wrong = build_registry({"DID_API_KEY": "not-the-key", "DID_API_URL": vendors.url})
+    _, other = await e2e.gateway_client(wrong)
+    with pytest.raises(GatewayError) as caught:
+        await e2e.start_session(other, new_session_id(), provider="did", avatar_id="agent-1")
+    assert caught.value.code == grpc.StatusCode.INTERNAL and caught.value.reason == "PROVIDER_AUTH_FAILED"
+    assert "not-the-key" not in str(caught.value)
+    assert vendors.sessions == {}
+
+
+async def test_a_vendor_playing_another_agent_is_refused_and_removed(e2e: Harness, vendors: FakeVendors) -> None:
+    """A first-agent vendor takes the first agent participant it finds: with the agent in the room that may be the
+    agent, not the relay, and the avatar would stand silent. The gateway finds out (the worker rejects the relay's
+    clear), refuses the session and stops the vendor; a vendor told whom to listen to (Runway) works there."""
+    agent = rtc.Room()
+    token = (api.AccessToken(e2e.target.api_key, e2e.target.api_secret).with_identity("the-agent")
+             .with_kind("agent").with_grants(api.VideoGrants(room_join=True, room=e2e.room)).to_jwt())
+    await agent.connect(e2e.target.url, token)
+    try:
+        _, client = await e2e.gateway_client(vendor_registry(vendors))
+        session_id = new_session_id()
+        viewer = await e2e.viewer(avatar_identity_for(session_id, "tavus"))
+        vendors.listen_to = "the-agent"
+        with pytest.raises(GatewayError) as caught:
+            await e2e.start_session(client, session_id, provider="tavus", avatar_id="face-1")
+        assert caught.value.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert caught.value.reason == "VENDOR_LISTENS_ELSEWHERE"
+        await vendors.wait_until(lambda f: not f.running())
+        (refused,) = vendors.sessions.values()
+        assert refused.stop_calls == 1 and not refused.worker.kicked
+        await viewer.aclose()
+
+        vendors.listen_to = None
+        client2, name, _ = await started(e2e, vendors, "runway")
+        async with client2.stream_audio(name, sample_rate=16000) as stream:
+            log = EventLog(stream.events())
+            try:
+                for chunk in chunked(speech_clip(0.5)):
+                    await stream.send(chunk)
+                await stream.end_segment()
+                finished = await log.wait_for(lambda e: isinstance(e, PlaybackFinished))
+            finally:
+                await log.aclose()
+        assert isinstance(finished, PlaybackFinished) and not finished.interrupted
+        await client2.end_session(name)
+    finally:
+        await agent.disconnect()
+
+
+async def test_the_vendor_leaving_the_room_ends_the_session_and_finishes_its_segment(
+        e2e: Harness, vendors: FakeVendors) -> None:
+    client, name, avatar = await started(e2e, vendors, "lemonslice")
+    stream = await client.stream_audio(name, sample_rate=16000).open()
+    log = EventLog(stream.events())
+    try:
+        for chunk in chunked(speech_clip(4.0)):
+            await stream.send(chunk)
+        await log.wait_for(lambda e: isinstance(e, PlaybackStarted))
+        await e2e.lkapi.room.remove_participant(api.RoomParticipantIdentity(room=e2e.room, identity=avatar))
+        finished = await log.wait_for(lambda e: isinstance(e, PlaybackFinished))
+        await log.finish()
+    finally:
+        await log.aclose()
+        stream.cancel()
+    assert isinstance(finished, PlaybackFinished) and finished.interrupted
+    session = await client.get_session(name)
+    assert session.end_reason == session_pb2.END_REASON_PROVIDER_ERROR and "PROVIDER_LEFT" in session.end_detail
+    (gone,) = vendors.sessions.values()
+    assert gone.worker.kicked
+
+
+async def test_the_worker_token_is_tight_and_carries_no_vendor_secret(e2e: Harness, vendors: FakeVendors) -> None:
+    client, name, _avatar = await started(e2e, vendors, "tavus")
+    (session,) = vendors.running()
+    assert KEY not in str(session.body)
+    await client.end_session(name)
+    listed = await e2e.participants()
+    assert not any(KEY in str(p.attributes) or KEY in p.metadata for p in listed.values())
+
+
+async def test_vendors_without_a_key_are_listed_disabled_with_the_reason(e2e: Harness) -> None:
+    _, client = await e2e.gateway_client(build_registry({}))
+    listed = {p.name: p for p in await client.list_providers()}
+    for vendor in VENDORS:
+        assert not listed[vendor.name].enabled
+        assert listed[vendor.name].disabled_reason == f"{vendor.key_env} is not set"
+
+
+async def test_a_vendor_s_cap_is_listed_and_bounds_its_sessions(e2e: Harness, vendors: FakeVendors) -> None:
+    client, name, _ = await started(e2e, vendors, "runway")
+    listed = {p.name: p for p in await client.list_providers()}
+    assert listed["runway"].max_session_duration.seconds == 290  # ahead of Runway's own silent ~300 s
+    session = await client.get_session(name)
+    assert session.max_duration.seconds == 290
+    await client.end_session(name)
