@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 
 from livekit import rtc
 
+from gateway.framed_audio import FRAMED_FORMAT, FRAMING_ATTRIBUTE, FramedAudio, FramingError
 from gateway.resample import Resampler
 from gateway.session import AvatarSession, SessionEndedEvent, State, StreamSink
 from providers.base import PcmFormat
@@ -201,8 +202,13 @@ class RoomAudioInput:
             return
         self._newer.clear()
         segment = session.open_segment()
+        attributes = reader.info.attributes or {}
+        framing = attributes.get(FRAMING_ATTRIBUTE)
+        framed = FramedAudio() if framing == "1" else None
         try:
-            fmt = stream_format(reader.info.attributes)
+            if framing is not None and framed is None:
+                raise StreamRefused(f"unknown {FRAMING_ATTRIBUTE} {framing[:16]!r} (only framing 1 is read)")
+            fmt = FRAMED_FORMAT if framed is not None else stream_format(attributes)
         except StreamRefused as exc:
             self.streams_refused += 1
             log.warning("session %s: refused an audio stream: %s", session.name, exc)
@@ -216,6 +222,13 @@ class RoomAudioInput:
         cleared = False
         try:
             async for chunk in self._chunks(reader):
+                if framed is not None:
+                    try:
+                        chunk = framed.feed(chunk)
+                    except FramingError as exc:
+                        log.warning("session %s: a framed audio stream is corrupt (%s); its rest is dropped",
+                                    session.name, exc)
+                        break
                 data = carry + chunk
                 whole = len(data) - len(data) % frame_bytes
                 carry = data[whole:]

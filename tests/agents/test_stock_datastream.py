@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -358,3 +359,20 @@ async def test_ending_the_session_finishes_the_open_segment_before_the_avatar_le
         with contextlib.suppress(Exception):
             await writer.aclose()
 
+
+
+def framed(*records: tuple[int, bytes]) -> bytes:
+    return b"".join(struct.pack("<BI", kind, len(payload)) + payload for kind, payload in records)
+
+
+async def test_a_framed_stream_plays_its_audio_records_only(e2e: Harness) -> None:
+    """Keyframe's framing (`kfl.framing` 1): 24 kHz PCM records and JSON cues; the cues are never played."""
+    async with raw_world(e2e) as (agent, _, _):
+        audio = tone(0.4, 24000)
+        cue = json.dumps({"emotion": "happy", "at": 2400}).encode()
+        stream = framed((1, audio[:9600]), (2, cue), (1, audio[9600:]))
+        await agent.send(stream, piece=777, attributes={"kfl.framing": "1"})
+        await agent.send(framed((1, audio)), attributes={"kfl.framing": "2"})  # a framing it cannot read
+        played, refused = await agent.wait_finished(2)
+        assert played == {"playback_position": pytest.approx(0.4, abs=1 / 24000), "interrupted": False}
+        assert refused == {"playback_position": 0.0, "interrupted": False}
