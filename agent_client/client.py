@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 import zlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -120,10 +120,12 @@ class AvatarGatewayClient:
         session_id: str = "",
         video_delay: float | None = None,
         audio_transport: session_pb2.AudioTransport = session_pb2.AUDIO_TRANSPORT_UNSPECIFIED,
+        fallbacks: Sequence[pb.ProviderChoice] = (),
     ) -> Session:
         """Start a session; returns it ACTIVE. A request_id is generated when none is given, so a retry of this
         call with the same id is safe. `audio_transport=AUDIO_TRANSPORT_ROOM`: the agent speaks to
-        `Session.avatar_identity` with livekit-agents' DataStreamAudioOutput instead of StreamAudio."""
+        `Session.avatar_identity` with livekit-agents' DataStreamAudioOutput instead of StreamAudio. `fallbacks`:
+        providers to start instead, in order, when `provider` is unavailable or at its quota."""
         req = pb.StartSessionRequest(
             provider=provider,
             room=session_pb2.RoomTarget(url=room_url, room_name=room_name, agent_identity=agent_identity),
@@ -134,6 +136,7 @@ class AvatarGatewayClient:
             request_id=request_id if request_id is not None else str(uuid.uuid4()),
             session_id=session_id,
             audio_transport=audio_transport,
+            fallbacks=list(fallbacks),
         )
         if idle_timeout is not None:
             req.idle_timeout.CopyFrom(_duration(idle_timeout))

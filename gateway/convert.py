@@ -67,7 +67,9 @@ def session_pb(s: AvatarSession) -> pb.Session:
             samples_played=media.samples_played,
             video_frames=media.video_frames,
             underruns=book.underruns,
+            provider_time=duration(s.provider_seconds),
         ),
+        failovers=[pb.Failover(provider=f.provider, reason=f.reason, detail=f.detail) for f in s.failovers],
     )
     for field, value in (("create_time", s.create_time), ("start_time", s.start_time), ("end_time", s.end_time)):
         ts = _timestamp(value)

@@ -90,7 +90,13 @@ class GatewayMetrics:
     # and its video frame to the video source (once its audio started to play)
     republish_audio: LatencyHistogram = field(default_factory=LatencyHistogram)
     republish_video: LatencyHistogram = field(default_factory=LatencyHistogram)
+    # provider seconds used (what vendors bill), by provider, of the sessions that ended in the window
+    provider_seconds: dict[str, float] = field(default_factory=dict)
     since: float = field(default_factory=time.monotonic)
+
+    def record_provider_time(self, provider: str, seconds: float) -> None:
+        """A session of `provider` ended having used its provider for `seconds`."""
+        self.provider_seconds[provider] = self.provider_seconds.get(provider, 0.0) + seconds
 
     def record_republish(self, kind: str, seconds: float) -> None:
         """A stream-pair frame's audio ("audio") or video ("video") left for the room `seconds` after it arrived."""
@@ -104,11 +110,12 @@ class GatewayMetrics:
                                       "hop": self.hop.summary(), "interrupt": self.interrupt.summary(),
                                       "loop_lag": self.loop_lag.summary(), "arrival_lag": self.arrival_lag.summary(),
                                       "republish_audio": self.republish_audio.summary(),
-                                      "republish_video": self.republish_video.summary()}
+                                      "republish_video": self.republish_video.summary(),
+                                      "provider_seconds": {k: round(v, 3) for k, v in self.provider_seconds.items()}}
         self.hop, self.interrupt, self.loop_lag = LatencyHistogram(), LatencyHistogram(), LatencyHistogram()
         self.arrival_lag, self.republish_audio, self.republish_video = (LatencyHistogram(), LatencyHistogram(),
                                                                         LatencyHistogram())
-        self.chunks, self.since = 0, now
+        self.chunks, self.since, self.provider_seconds = 0, now, {}
         return figures
 
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -104,6 +105,23 @@ class AudioInput(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Failover:
+    """A provider that did not start the session before the one that did (StartSessionRequest.fallbacks)."""
+
+    provider: str
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeEvent:
+    """Something the attached stream's agent should know: sent as a StreamWarning."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class SessionEndedEvent:
     """The session ended under an attached stream."""
 
@@ -142,6 +160,11 @@ class AvatarSession:
         self._detached = asyncio.Event()
         self._detached.set()
         self._input: AudioInput | None = None
+        self.failovers: list[Failover] = []  # providers tried before this one, in order
+        self.idle_from_audio = True  # False: no idle timeout (the agent's audio goes straight to a vendor)
+        self._provider_since: float | None = None  # monotonic start of the provider's session, while it runs
+        self._provider_used_s = 0.0
+        self._failovers_told = False
 
     def use_input(self, source: AudioInput) -> None:
         """Take the agent's speech from `source` instead of StreamAudio (before `start`)."""
@@ -178,6 +201,7 @@ class AvatarSession:
             self._input.activate()
 
     async def _start_pipeline(self, pipeline: MediaPipeline) -> None:
+        self._provider_since = time.monotonic()  # a start that fails half-way may have started the vendor
         await pipeline.start()
         self.provider_format = pipeline.input_format
         playout = self._spawn(self._run_playout(pipeline), "playout")
@@ -212,7 +236,7 @@ class AvatarSession:
         while self.state is State.ACTIVE:
             now = time.monotonic()
             max_at = self._started_mono + p.max_duration_s
-            idle_at = self._last_activity + p.idle_timeout_s
+            idle_at = self._last_activity + p.idle_timeout_s if self.idle_from_audio else math.inf
             if now >= max_at:
                 self._spawn(self.end(EndReason.MAX_DURATION, f"max_duration {p.max_duration_s:g}s reached"), "end")
                 return
@@ -274,6 +298,19 @@ class AvatarSession:
                 await pipeline.aclose()
             except Exception:
                 log.exception("session %s: pipeline close failed", self.name)
+            finally:
+                self._stop_provider_clock()
+
+    @property
+    def provider_seconds(self) -> float:
+        """How long the provider's session has run (to its stop, or to now while it runs)."""
+        since = self._provider_since
+        return self._provider_used_s + (time.monotonic() - since if since is not None else 0.0)
+
+    def _stop_provider_clock(self) -> None:
+        since, self._provider_since = self._provider_since, None
+        if since is not None:
+            self._provider_used_s += time.monotonic() - since
 
     async def wait_ended(self) -> None:
         """Until the session is terminal."""
@@ -312,6 +349,11 @@ class AvatarSession:
         if self._sink is not None:
             return None
         self._sink = StreamSink()
+        if self.failovers and not self._failovers_told:  # the first stream hears which providers were passed over
+            self._failovers_told = True
+            passed = "; ".join(f"{f.provider}: {f.reason} ({f.detail})" for f in self.failovers)
+            self._sink.events.put_nowait(NoticeEvent(
+                "PROVIDER_FAILOVER", f"the session runs on {self.params.provider}; did not start: {passed}"))
         self._detached.clear()
         if self._pipeline is not None:
             self._pipeline.stream_attached(True)

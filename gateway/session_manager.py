@@ -21,14 +21,24 @@ from gateway.directory import Directory, Elsewhere, SoloDirectory, request_key, 
 from gateway.metrics import GatewayMetrics
 from gateway.room_admin import GatewayRoomAdmin
 from gateway.room_audio_input import RoomAudioInput
-from gateway.session import TERMINAL, AudioTransport, AvatarSession, EndReason, SessionEndedWhileStarting, SessionParams
+from gateway.session import (
+    TERMINAL,
+    AudioTransport,
+    AvatarSession,
+    EndReason,
+    Failover,
+    SessionEndedWhileStarting,
+    SessionParams,
+)
 from gateway.tokens import avatar_identity, mint_avatar_token, relay_identity
-from providers.base import ProviderAdapter, ProviderError, RoomSpec, SessionSpec
+from providers.base import ProviderAdapter, ProviderError, ProviderFault, RoomSpec, SessionSpec
 from providers.pipeline import PipelineParts
 from providers.registry import ProviderRegistry
 from providers.room_connection import RoomConnection, RoomJoinError
 
 log = logging.getLogger(__name__)
+
+MAX_FALLBACKS = 4
 
 
 @dataclass(slots=True)
@@ -115,6 +125,7 @@ class SessionManager:
                 if pending is not None:
                     return await self._replay(caller, req, request_id, pending)
             params = self._validate(caller, req, adapter)
+            candidates = [(adapter, params), *self._fallbacks(caller, req, params.session_id)]
             if self._closing:
                 raise errors.unavailable("the gateway is shutting down", "SHUTTING_DOWN", 1.0)
             if len(self.active()) >= self.config.max_sessions:
@@ -138,35 +149,85 @@ class SessionManager:
             for key in claimed:
                 self.directory.release(key)
             raise
-        session = AvatarSession(params, adapter.info, avatar_identity=avatar_identity(adapter.info.name,
-                                                                                        params.session_id))
-        self._sessions[name] = session
         future: asyncio.Future[AvatarSession] = asyncio.get_running_loop().create_future()
         if request_id:
             self._requests[request_id] = _Pending(_fingerprint(req), caller.principal, future, name)
+        failovers: list[Failover] = []
+        for attempt, (adapter, params) in enumerate(candidates):
+            session = AvatarSession(params, adapter.info, avatar_identity=avatar_identity(adapter.info.name,
+                                                                                            params.session_id))
             session.request_id = request_id
-        try:
-            await self._start(session, adapter)
-            if self._closing:
-                # shutdown may have ended the session while it was STARTING; a start that completes afterwards
-                # must not leave it ACTIVE with running tasks (shutdown would wait for them forever)
-                await session.end(EndReason.SERVER_SHUTDOWN, "the gateway is shutting down")
-                raise errors.unavailable("the gateway is shutting down", "SHUTTING_DOWN", 1.0)
-        except BaseException as exc:
-            if request_id:
-                del self._requests[request_id]  # a failed start frees the id: a retry starts afresh
-                self.directory.release(request_key(request_id))
-            future.set_exception(exc)
-            future.exception()  # retrieved: retries waiting on it re-raise it themselves
-            self._remember_ended(session)
-            if isinstance(exc, ProviderError):
-                log.warning("session %s: provider %s failed to start: %s (%s)", session.name, adapter.info.name,
-                            exc.reason, exc.message)
-            raise self._start_error(exc, adapter.info.name) from None
+            session.failovers = failovers
+            self._sessions[name] = session
+            try:
+                await self._start_one(session, adapter)
+            except Exception as exc:
+                failover = _failover(exc, adapter.info.name)
+                if failover is None or attempt + 1 == len(candidates) or self._closing:
+                    raise self._failed_start(session, adapter, exc, request_id, future) from None
+                log.warning("session %s: provider %s did not start (%s); trying %s", name, adapter.info.name,
+                            failover.reason, candidates[attempt + 1][0].info.name)
+                self.metrics.record_provider_time(adapter.info.name, session.provider_seconds)
+                failovers.append(failover)
+                continue
+            except BaseException as exc:
+                raise self._failed_start(session, adapter, exc, request_id, future) from None
+            break
         future.set_result(session)
         session_ended = asyncio.ensure_future(session.wait_ended())
-        session_ended.add_done_callback(lambda _: self._remember_ended(session))
+        session_ended.add_done_callback(lambda _: self._ended_after_start(session))
         return session
+
+    def _ended_after_start(self, session: AvatarSession) -> None:
+        self.metrics.record_provider_time(session.params.provider, session.provider_seconds)
+        self._remember_ended(session)
+
+    def _fallbacks(self, caller: Caller, req: pb.StartSessionRequest, session_id: str
+                   ) -> list[tuple[ProviderAdapter, SessionParams]]:
+        """The request's fallback providers, each validated as if it had been asked for itself."""
+        if len(req.fallbacks) > MAX_FALLBACKS:
+            raise errors.invalid_argument("fallbacks", f"at most {MAX_FALLBACKS} fallbacks", "TOO_MANY_FALLBACKS")
+        out = []
+        for i, choice in enumerate(req.fallbacks):
+            where = f"fallbacks[{i}].provider"
+            adapter = self.registry.get(choice.provider)
+            if adapter is None:
+                raise errors.invalid_argument(where, f"unknown provider {choice.provider[:64]!r}", "UNKNOWN_PROVIDER")
+            if caller.providers and choice.provider not in caller.providers:
+                raise errors.permission_denied(f"this caller may not use provider {choice.provider[:64]!r}",
+                                               {"provider": choice.provider[:64]})
+            alone = pb.StartSessionRequest()
+            alone.CopyFrom(req)
+            alone.provider, alone.avatar_id, alone.session_id = choice.provider, choice.avatar_id, session_id
+            alone.provider_options.clear()
+            alone.provider_options.update(choice.provider_options)
+            del alone.fallbacks[:]
+            out.append((adapter, self._validate(caller, alone, adapter)))
+        return out
+
+    def _failed_start(self, session: AvatarSession, adapter: ProviderAdapter, exc: BaseException, request_id: str,
+                      future: asyncio.Future[AvatarSession]) -> BaseException:
+        """Release what a failed start holds; the error for the caller."""
+        if request_id:
+            del self._requests[request_id]  # a failed start frees the id: a retry starts afresh
+            self.directory.release(request_key(request_id))
+        future.set_exception(exc)
+        future.exception()  # retrieved: retries waiting on it re-raise it themselves
+        self.metrics.record_provider_time(adapter.info.name, session.provider_seconds)
+        self._remember_ended(session)
+        if isinstance(exc, ProviderError):
+            log.warning("session %s: provider %s failed to start: %s (%s)", session.name, adapter.info.name,
+                        exc.reason, exc.message)
+        return self._start_error(exc, adapter.info.name)
+
+    async def _start_one(self, session: AvatarSession, adapter: ProviderAdapter) -> None:
+        """Start `session` on `adapter`; it ends if the gateway began shutting down meanwhile."""
+        await self._start(session, adapter)
+        if self._closing:
+                # shutdown may have ended the session while it was STARTING; a start that completes afterwards
+                # must not leave it ACTIVE with running tasks (shutdown would wait for them forever)
+            await session.end(EndReason.SERVER_SHUTDOWN, "the gateway is shutting down")
+            raise errors.unavailable("the gateway is shutting down", "SHUTTING_DOWN", 1.0)
 
     async def _claim(self, key: str, claimed: list[str], taken: Callable[[int], BaseException]) -> None:
         claim = await self.directory.claim(key)
@@ -216,12 +277,15 @@ class SessionManager:
         p = self.config
         params = session.params
         info = adapter.info
-        # the gateway's own participant: the avatar itself, or the relay beside a vendor's worker
+        # the gateway's own participant: the avatar itself, or beside a vendor's worker its relay; when the agent
+        # streams to the vendor itself (the room transport), a hidden watcher, so the vendor can only find the agent
         identity = session.avatar_identity if info.gateway_publishes else relay_identity(session.avatar_identity)
+        agent_sends = params.audio_transport is AudioTransport.ROOM and not info.gateway_publishes
         token = "" if p.headless else mint_avatar_token(
             api_key=p.livekit_api_key, api_secret=p.livekit_api_secret, room_name=params.room_name,
             identity=identity, agent_identity=params.agent_identity, provider=info.name,
-            can_subscribe=info.needs_subscribe, ttl_s=p.token_ttl_s, media=info.gateway_publishes)
+            can_subscribe=info.needs_subscribe, ttl_s=p.token_ttl_s, media=info.gateway_publishes,
+            kind="standard" if agent_sends else "agent", hidden=agent_sends)
         own = RoomSpec(url=params.room_url, room_name=params.room_name, agent_identity=params.agent_identity,
                        avatar_identity=identity, token=token)
         room = own if info.gateway_publishes else dataclasses.replace(own, avatar_identity=session.avatar_identity,
@@ -229,9 +293,11 @@ class SessionManager:
         spec = SessionSpec(session_id=params.session_id, avatar_id=params.avatar_id, options=params.provider_options,
                            video=params.video, room=room)
         room_input = None
-        if params.audio_transport is AudioTransport.ROOM:
+        if params.audio_transport is AudioTransport.ROOM and info.gateway_publishes:
             room_input = RoomAudioInput(session, max_buffered_s=p.max_buffered_s)
             session.use_input(room_input)
+        if agent_sends:
+            session.idle_from_audio = False  # the gateway never sees the agent's audio: only max_duration ends it
         connection = None if p.headless else RoomConnection(
             own, on_lost=session.room_lost, on_joined=room_input.bind if room_input is not None else None)
         admin = None if p.headless else GatewayRoomAdmin(
@@ -239,7 +305,8 @@ class SessionManager:
             room_name=params.room_name, agent_identity=params.agent_identity, provider=info.name)
         pipeline = adapter.pipeline(PipelineParts(spec, session.book, connection, lead_ms=p.lead_ms,
                                                   video_delay_ms=round(params.video_delay_s * 1000),
-                                                  on_republished=self.metrics.record_republish, room_admin=admin))
+                                                  on_republished=self.metrics.record_republish, room_admin=admin,
+                                                  agent_sends_audio=agent_sends))
         log.info("session %s starting: provider=%s room=%s", session.name, params.provider, params.room_name)
         await session.start(pipeline, timeout_s=p.start_timeout_s)
         log.info("session %s active", session.name)
@@ -288,6 +355,15 @@ class SessionManager:
         sessions = list(self._sessions.values())
         await asyncio.gather(*(s.end(EndReason.SERVER_SHUTDOWN, "the gateway is shutting down") for s in sessions))
         await asyncio.gather(*(s.drain_tasks() for s in sessions))
+
+
+def _failover(exc: BaseException, provider: str) -> Failover | None:
+    """Why a start that failed with `exc` may go on to the next provider (None: another would fail the same way)."""
+    if isinstance(exc, ProviderError) and exc.fault in (ProviderFault.UNAVAILABLE, ProviderFault.QUOTA):
+        return Failover(provider, exc.reason, exc.message)
+    if isinstance(exc, TimeoutError):
+        return Failover(provider, "START_TIMEOUT", "the session did not start in time")
+    return None
 
 
 def _fingerprint(req: pb.StartSessionRequest) -> str:

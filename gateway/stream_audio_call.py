@@ -23,7 +23,7 @@ from gateway import errors
 from gateway.convert import audio_format_pb, duration
 from gateway.metrics import ArrivalClock, GatewayMetrics
 from gateway.resample import Resampler
-from gateway.session import AvatarSession, SessionEndedEvent, State, StreamSink
+from gateway.session import AvatarSession, NoticeEvent, SessionEndedEvent, State, StreamSink
 from providers.base import PcmFormat
 from providers.segments import SegmentFinished, SegmentStarted, SegmentUnderrun
 
@@ -268,6 +268,8 @@ class StreamAudioCall:
     def _response(self, item: object) -> pb.StreamAudioResponse | None:
         if isinstance(item, GoAwayEvent):
             return pb.StreamAudioResponse(go_away=pb.GoAway(time_left=duration(item.time_left_s)))
+        if isinstance(item, NoticeEvent):
+            return pb.StreamAudioResponse(warning=pb.StreamWarning(reason=item.reason, message=item.message))
         if not isinstance(item, (SegmentStarted, SegmentFinished, SegmentUnderrun)):
             return None
         local = self._local.get(item.segment_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Literal
 
 from livekit import api
 
@@ -31,9 +32,11 @@ def mint_avatar_token(
     can_subscribe: bool = False,
     ttl_s: int = 3600,
     media: bool = True,
+    kind: Literal["agent", "standard"] = "agent",
+    hidden: bool = False,
 ) -> str:
     """A room-scoped agent-kind token that may publish camera, microphone and data only (data only with `media`
-    False: a relay participant)."""
+    False: a relay participant; `kind` "standard" and `hidden`: a watcher no one else in the room sees)."""
     grants = api.VideoGrants(
         room_join=True,
         room=room_name,
@@ -41,10 +44,11 @@ def mint_avatar_token(
         can_publish_sources=["camera", "microphone"] if media else [],
         can_publish_data=True,
         can_subscribe=can_subscribe,
+        hidden=hidden,
     )
     token = (
         api.AccessToken(api_key, api_secret)
-        .with_kind("agent")
+        .with_kind(kind)
         .with_identity(identity)
         .with_name(f"{provider} avatar")
         .with_grants(grants)

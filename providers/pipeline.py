@@ -40,6 +40,9 @@ class PipelineParts:
     # a republished frame's audio or video left for the room this many seconds after its vendor media arrived
     on_republished: Callable[[str, float], None] | None = None
     room_admin: RoomAdmin | None = None  # None: headless
+    # the agent streams lk.audio_stream to the avatar itself (a room-native vendor under the room transport): the
+    # pipeline relays nothing and the vendor's playback events go to the agent
+    agent_sends_audio: bool = False
 
 
 class MediaPipeline(ABC):

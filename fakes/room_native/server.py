@@ -4,7 +4,8 @@ it (providers.room_native.vendors), each start running a `FakeWorker` in the roo
 Knobs: `fail_next[vendor] = (status, body)` answers that vendor's next start with an error; `forget_ends` makes
 workers never finish a segment; `listen_to` makes workers play that participant's audio whoever the start call
 named (a first-agent vendor that found another agent first: with two agents in a room the stock receiver's choice
-follows the SDK's unordered participant map). `sessions` records every start (the body without its token) and stop."""
+follows the SDK's unordered participant map); `hold_starts` holds every start's answer until it is set.
+`sessions` records every start (the body without its token) and stop."""
 
 from __future__ import annotations
 
@@ -68,6 +69,8 @@ class FakeVendors:
         self.fail_next: dict[str, tuple[int, dict[str, Any]]] = {}
         self.forget_ends = False
         self.listen_to: str | None = None
+        self.hold_starts: asyncio.Event | None = None  # set: start calls are answered only once it is set
+        self.starts_received = 0
         self._ids = itertools.count(1)
         self._simli_tokens: set[str] = set()
         self._changed = asyncio.Condition()
@@ -129,6 +132,10 @@ class FakeVendors:
         if not self._authorized(request, header, scheme):
             return web.json_response({"message": "invalid API key"}, status=401)
         body = await request.json()
+        self.starts_received += 1
+        await self._notify()
+        if self.hold_starts is not None:
+            await self.hold_starts.wait()
         if vendor == "simli-livekit" and body.get("session_token") not in self._simli_tokens:
             return web.json_response({"detail": "Session Failed"}, status=400)
         failure = self.fail_next.pop(vendor, None)

@@ -1,12 +1,18 @@
 """The room-native shape: the vendor's worker joins the room and publishes the avatar itself; the gateway's relay
 participant streams it the agent's speech and turns its playback RPCs into the session's events.
 
-Start: join as the relay, mint the worker's token, make the vendor's start call. Ready (the first frame): the
-worker is in the room with its track (`Vendor.wait_track`) and answers `lk.clear_buffer` from the relay with "ok"
-(the stock receiver answers "reject" to anyone but the participant it plays: a vendor playing someone else's audio
-is refused at once instead of standing silent). Then, until the worker leaves the room: the segment book is kept
-in step by `VendorPlayback`. Every exit: the vendor's stop call (where it has one), the worker removed from the
-room, the relay leaves.
+Start: join as the relay, mint the worker's token, make the vendor's start call. Under the room transport the agent
+streams to the worker itself (`PipelineParts.agent_sends_audio`, "direct"): the gateway joins as a hidden watcher,
+relays nothing, and the vendor's playback RPCs go to the agent; the gateway stays the control plane.
+
+Ready (the first frame): the worker is in the room with its track (`Vendor.wait_track`) and, relayed, answers
+`lk.clear_buffer` from the relay with "ok" (the stock receiver answers "reject" to anyone but the participant it
+plays: a vendor playing someone else's audio is refused at once instead of standing silent). Then, until the worker
+leaves the room: the segment book is kept in step by `VendorPlayback`.
+
+Every exit: the vendor's stop call (where it has one; a start cancelled while the vendor was being asked still gets
+its answer, and its stop), the worker removed from the room (for a vendor without a stop call, once it has joined,
+waiting up to JOIN_WAIT_S), the relay leaves.
 """
 
 from __future__ import annotations
@@ -25,12 +31,13 @@ from providers.playout import PlayoutStats
 from providers.room_native.audio_relay import CLEAR_BUFFER, AudioRelay
 from providers.room_native.vendor_http import VendorHttp
 from providers.room_native.vendor_playback import VendorPlayback
-from providers.room_native.vendors import StartContext, Vendor
+from providers.room_native.vendors import Listens, StartContext, Vendor
 
 log = logging.getLogger(__name__)
 
 TICK_S = 0.1  # how often heard time is credited and late finishes are made up
 CLEAR_WAIT_S = 1.0  # how long an interrupt waits for the vendor's own interrupted finish of a playing segment
+JOIN_WAIT_S = 5.0  # a vendor session without a stop call whose worker has not joined: how long to wait to remove it
 PROBE_TRIES = 10  # the worker may register its handler a moment after publishing: asked again, 0.2 s apart
 _KINDS = {"video": rtc.TrackKind.KIND_VIDEO, "audio": rtc.TrackKind.KIND_AUDIO}
 
@@ -51,7 +58,9 @@ class RoomNativePipeline(MediaPipeline):
         self._room: rtc.Room | None = None
         self._relay: AudioRelay | None = None
         self._vendor_session = ""
+        self._starting: asyncio.Future[str] | None = None  # the vendor's start call, while it has not answered
         self._samples = 0
+        self._worker_joined = False  # the worker has been in the room (it may have left since)
         self._closed = False
 
     @property
@@ -80,16 +89,38 @@ class RoomNativePipeline(MediaPipeline):
         self._room = room
         for event in ("participant_connected", "participant_disconnected", "track_published", "track_unpublished"):
             room.on(event, lambda *_: self._changed.set())
-        self._relay = AudioRelay(room, self._identity, vendor.sample_rate, on_started=self._playback.vendor_started,
-                                 on_finished=self._vendor_finished)
+        room.on("participant_connected", self._joined)
         spec = parts.spec
+        direct = parts.agent_sends_audio
+        if not direct:
+            self._check_relay_can_be_heard(room, spec.room.agent_identity)
+            self._relay = AudioRelay(room, self._identity, vendor.sample_rate,
+                                     on_started=self._playback.vendor_started, on_finished=self._vendor_finished)
         context = StartContext(
             session_id=spec.session_id, livekit_url=spec.room.url, room_name=spec.room.room_name,
-            avatar_identity=self._identity, relay_identity=parts.connection.spec.avatar_identity,
+            avatar_identity=self._identity,
+            relay_identity=spec.room.agent_identity if direct else parts.connection.spec.avatar_identity,
             avatar_id=spec.avatar_id or vendor.default_avatar_id, options=dict(spec.options),
             worker_token=parts.room_admin.worker_token(self._identity, can_subscribe=False))
-        self._vendor_session = await vendor.start(self._http, self._key, context)
+        # shielded: a vendor may create the session even if the gateway stops waiting; aclose then waits for the
+        # answer and stops what it names
+        self._starting = asyncio.ensure_future(vendor.start(self._http, self._key, context))
+        self._vendor_session = await asyncio.shield(self._starting)
+        self._starting = None
         log.info("%s session started for %s", vendor.name, spec.session_id)
+
+    def _check_relay_can_be_heard(self, room: rtc.Room, agent: str) -> None:
+        """A first-agent vendor would take the agent, already in the room, as often as the relay (the SDK's
+        participant map is unordered): refused before the vendor is asked, with the way that works."""
+        if self._vendor.listens is Listens.FIRST_AGENT and agent in room.remote_participants:
+            raise ProviderError.precondition(
+                f"the agent {agent!r} is in the room and the {self._vendor.name} avatar plays the first agent it finds:"
+                " start the session with audio_transport AUDIO_TRANSPORT_ROOM, and the agent streams to the avatar "
+                "itself", "AGENT_IN_ROOM")
+
+    def _joined(self, participant: rtc.RemoteParticipant) -> None:
+        if participant.identity == self._identity:
+            self._worker_joined = True
 
     def _vendor_finished(self, position_s: float, interrupted: bool) -> None:
         if self._playback.vendor_finished(position_s, interrupted):
@@ -97,10 +128,11 @@ class RoomNativePipeline(MediaPipeline):
 
     async def run(self) -> None:
         room, relay = self._room, self._relay
-        if room is None or relay is None:
+        if room is None:
             raise RuntimeError("the pipeline has not started")
         await self._until(lambda worker: worker is not None and self._has_track(worker))
-        await self._check_listening(relay)
+        if relay is not None:  # relayed: the worker must play the relay's audio
+            await self._check_listening(relay)
         self._first.set_result(None)
         while True:
             self._changed.clear()
@@ -118,6 +150,14 @@ class RoomNativePipeline(MediaPipeline):
             if ready(self._room.remote_participants.get(self._identity)):
                 return
             await self._changed.wait()
+
+    async def _until_joined(self, timeout_s: float) -> None:
+        """Until the worker is in the room, for at most `timeout_s` (at once if it is, or the relay is not)."""
+        if self._room is None or not self._room.isconnected():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._until(lambda worker: worker is not None)
 
     def _has_track(self, worker: rtc.RemoteParticipant) -> bool:
         kind = _KINDS[self._vendor.wait_track]
@@ -173,12 +213,20 @@ class RoomNativePipeline(MediaPipeline):
             if relay is not None:
                 relay.aclose()
                 await relay.close_segment()
+            starting, self._starting = self._starting, None
+            if starting is not None:  # the start was cancelled while the vendor was asked: its answer is awaited
+                try:
+                    self._vendor_session = await starting
+                except Exception as exc:
+                    log.info("%s session start did not complete: %s", vendor.name, type(exc).__name__)
             stop = vendor.stop(self._key, self._vendor_session) if self._vendor_session else None
             if stop is not None:
                 try:
                     await self._http.call(stop)
                 except ProviderError as exc:
                     log.warning("%s did not stop session %s: %s", vendor.name, self._vendor_session, exc.reason)
+            elif self._vendor_session and not self._worker_joined:
+                await self._until_joined(JOIN_WAIT_S)  # nothing else ends it: a worker joining late is removed too
             if parts.room_admin is not None:
                 await parts.room_admin.remove_participant(self._identity)
         finally:

@@ -12,8 +12,10 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
+from fakes.room_native import FakeVendors
 from loopback import LoopbackServer, loopback_host
 from tests.e2e.e2e_helpers import LOOPBACK_KEY, LOOPBACK_SECRET, Harness, LiveKitTarget, choose_target
+from tests.e2e.room_native_helpers import KEY
 
 _USED = pytest.StashKey[str]()
 
@@ -51,3 +53,12 @@ async def e2e(livekit_target: LiveKitTarget, request: pytest.FixtureRequest) -> 
     """This test's harness: its own room; gateways, clients and viewers it makes are cleaned up and checked."""
     async with Harness.open(livekit_target, request.node.name.removeprefix("test_")) as harness:
         yield harness
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def vendors(e2e: Harness) -> AsyncIterator[FakeVendors]:
+    """Fakes of every room-native vendor's API; at the end every vendor session any path started has its worker
+    gone."""
+    async with FakeVendors(loopback_host(), KEY) as fake:
+        yield fake
+        await fake.wait_until(lambda f: not f.running())

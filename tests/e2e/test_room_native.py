@@ -4,54 +4,35 @@ agent's speech from the gateway's relay participant, and their playback RPCs bec
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
 
 import grpc
 import pytest
-import pytest_asyncio
 from avatar.v1 import session_pb2
 from livekit import api, rtc
+from livekit.agents.voice.avatar import DataStreamAudioOutput
 
-from agent_client import AvatarGatewayClient, PlaybackFinished, PlaybackStarted
+from agent_client import PlaybackFinished, PlaybackStarted
 from agent_client.errors import GatewayError
+from agent_client.livekit.testing import tone
 from fakes.room_native import FakeVendors
-from loopback import loopback_host
-from providers.registry import ProviderRegistry, build_registry
+from providers.registry import build_registry
 from providers.room_native.vendors import VENDORS
-from tests.e2e.e2e_helpers import TIMEOUT, EventLog, Harness, avatar_identity_for, chunked, new_session_id, speech_clip
+from tests.e2e.e2e_helpers import (
+    AGENT,
+    TIMEOUT,
+    EventLog,
+    Harness,
+    avatar_identity_for,
+    chunked,
+    new_session_id,
+    speech_clip,
+)
+from tests.e2e.room_native_helpers import KEY, started, vendor_registry
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-KEY = "vendor-test-key-0123456789"
 CLIP_S = 1.0
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def vendors(e2e: Harness) -> AsyncIterator[FakeVendors]:
-    async with FakeVendors(loopback_host(), KEY) as fake:
-        yield fake
-        # every vendor session any path started has its worker gone
-        await fake.wait_until(lambda f: not f.running())
-
-
-def vendor_registry(fake: FakeVendors) -> ProviderRegistry:
-    env = {}
-    for vendor in VENDORS:
-        env[vendor.key_env] = KEY
-        env[vendor.url_env] = fake.url
-    return build_registry(env)
-
-
-async def started(e2e: Harness, fake: FakeVendors, vendor: str) -> tuple[AvatarGatewayClient, str, str]:
-    """A gateway, a viewer in the room, a session of `vendor` whose worker is up: (client, session name, avatar)."""
-    _, client = await e2e.gateway_client(vendor_registry(fake))
-    session_id = new_session_id()
-    avatar = avatar_identity_for(session_id, vendor)
-    viewer = await e2e.viewer(avatar)
-    session = await e2e.start_session(client, session_id, provider=vendor, avatar_id="face-1")
-    await e2e.watch(viewer)
-    return client, session.name, avatar
-
 
 @pytest.mark.parametrize("vendor", [v.name for v in VENDORS])
 async def test_speech_reaches_the_vendor_and_its_finish_reaches_the_agent(e2e: Harness, vendors: FakeVendors,
@@ -233,3 +214,93 @@ async def test_a_vendor_s_cap_is_listed_and_bounds_its_sessions(e2e: Harness, ve
     session = await client.get_session(name)
     assert session.max_duration.seconds == 290
     await client.end_session(name)
+
+
+async def test_the_vendor_time_used_is_counted_until_the_vendor_stops(e2e: Harness, vendors: FakeVendors) -> None:
+    client, name, _ = await started(e2e, vendors, "anam")
+    running = (await client.get_session(name)).stats.provider_time.ToNanoseconds()
+    assert running > 0
+    await client.end_session(name)
+    ended = (await client.get_session(name)).stats.provider_time.ToNanoseconds()
+    assert ended > running
+    assert (await client.get_session(name)).stats.provider_time.ToNanoseconds() == ended  # stopped: no longer counts
+    await client.end_session(name)
+
+
+@pytest.mark.parametrize("vendor", ["tavus", "bey"])  # with a stop call, and without one
+async def test_a_session_ended_while_the_vendor_is_asked_still_stops_the_vendor(e2e: Harness, vendors: FakeVendors,
+                                                                                vendor: str) -> None:
+    _, client = await e2e.gateway_client(vendor_registry(vendors))
+    vendors.hold_starts = asyncio.Event()
+    session_id = new_session_id()
+    start = asyncio.ensure_future(e2e.start_session(client, session_id, provider=vendor, avatar_id="face-1"))
+    await vendors.wait_until(lambda f: f.starts_received == 1)
+    name = f"sessions/{session_id}"
+    ended = asyncio.ensure_future(client.end_session(name))
+    async for seen in client.watch_session(name):  # the start is given up before the vendor answers
+        if seen.state != session_pb2.SESSION_STATE_STARTING:
+            break
+    vendors.hold_starts.set()
+    await ended
+    with pytest.raises(GatewayError):
+        await start
+    (session,) = vendors.sessions.values()  # the vendor made it anyway: it is stopped, its worker gone
+    await vendors.wait_until(lambda f: not f.running())
+    assert session.stop_calls == (1 if vendor == "tavus" else 0)
+    assert session.worker.kicked == (vendor == "bey")
+
+
+def agent_token(e2e: Harness, identity: str) -> str:
+    return (api.AccessToken(e2e.target.api_key, e2e.target.api_secret).with_identity(identity).with_kind("agent")
+            .with_grants(api.VideoGrants(room_join=True, room=e2e.room)).to_jwt())
+
+
+async def test_an_agent_in_the_room_streams_to_the_vendor_itself_under_the_room_transport(
+        e2e: Harness, vendors: FakeVendors) -> None:
+    """Direct mode: the agent's own DataStreamAudioOutput speaks to the vendor's worker; the gateway, a hidden
+    watcher, only starts, watches and stops the vendor. The worker can only find the agent."""
+    agent = rtc.Room()
+    await agent.connect(e2e.target.url, agent_token(e2e, AGENT))
+    try:
+        _, client = await e2e.gateway_client(vendor_registry(vendors))
+        session_id = new_session_id()
+        viewer = await e2e.viewer(avatar_identity_for(session_id, "tavus"))
+        session = await e2e.start_session(client, session_id, provider="tavus", avatar_id="face-1",
+                                          audio_transport=session_pb2.AUDIO_TRANSPORT_ROOM)
+        await e2e.watch(viewer)
+        hidden = [i for i in agent.remote_participants if i.endswith("-relay")]
+        assert hidden == []  # the gateway's watcher is invisible to the room
+        rate = session.provider_audio_format.sample_rate_hz  # the vendor's rate, as a stock plugin passes it
+        assert rate == 24000
+        output = DataStreamAudioOutput(agent, destination_identity=session.avatar_identity, sample_rate=rate,
+                                       wait_remote_track=rtc.TrackKind.KIND_VIDEO)
+        clip = tone(0.6, rate)
+        for i in range(0, len(clip), rate // 50 * 2):  # 20 ms frames
+            chunk = clip[i:i + rate // 50 * 2]
+            await output.capture_frame(rtc.AudioFrame(chunk, rate, 1, len(chunk) // 2))
+        output.flush()
+        async with asyncio.timeout(TIMEOUT):
+            finished = await output.wait_for_playout()
+        assert not finished.interrupted and finished.playback_position == pytest.approx(0.6, abs=0.1)
+
+        await client.end_session(session.name)
+        await vendors.wait_until(lambda f: not f.running())
+        (vendor_session,) = vendors.sessions.values()
+        assert vendor_session.stop_calls == 1
+    finally:
+        await agent.disconnect()
+
+
+async def test_relaying_to_a_first_agent_vendor_with_the_agent_in_the_room_is_refused_before_the_vendor_is_asked(
+        e2e: Harness, vendors: FakeVendors) -> None:
+    agent = rtc.Room()
+    await agent.connect(e2e.target.url, agent_token(e2e, AGENT))
+    try:
+        _, client = await e2e.gateway_client(vendor_registry(vendors))
+        with pytest.raises(GatewayError) as caught:
+            await e2e.start_session(client, new_session_id(), provider="did", avatar_id="agent-1")
+        assert caught.value.code == grpc.StatusCode.FAILED_PRECONDITION and caught.value.reason == "AGENT_IN_ROOM"
+        assert "AUDIO_TRANSPORT_ROOM" in caught.value.message
+        assert vendors.sessions == {}
+    finally:
+        await agent.disconnect()

@@ -29,7 +29,7 @@ from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61vatar/v1/avatar_provider.proto\x12\tavatar.v1\x1a\x1c\x61vatar/v1/audio_stream.proto\x1a\x17\x61vatar/v1/session.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\"\xae\x05\n\x13StartSessionRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12)\n\x04room\x18\x02 \x01(\x0b\x32\x15.avatar.v1.RoomTargetB\x04\xe2\x41\x01\x02\x12\x17\n\tavatar_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12S\n\x10provider_options\x18\x04 \x03(\x0b\x32\x33.avatar.v1.StartSessionRequest.ProviderOptionsEntryB\x04\xe2\x41\x01\x04\x12+\n\x05video\x18\x05 \x01(\x0b\x32\x16.avatar.v1.VideoFormatB\x04\xe2\x41\x01\x01\x12\x35\n\x0cidle_timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x01\x12\x35\n\x0cmax_duration\x18\x07 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x01\x12@\n\x06labels\x18\x08 \x03(\x0b\x32*.avatar.v1.StartSessionRequest.LabelsEntryB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\t \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nsession_id\x18\n \x01(\tB\x04\xe2\x41\x01\x01\x12\x34\n\x0bvideo_delay\x18\x0b \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x01\x12\x38\n\x0f\x61udio_transport\x18\x0c \x01(\x0e\x32\x19.avatar.v1.AudioTransportB\x04\xe2\x41\x01\x01\x1a\x36\n\x14ProviderOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\";\n\x14StartSessionResponse\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.avatar.v1.Session\"=\n\x11GetSessionRequest\x12(\n\x04name\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11\x61vatar.v1/Session\"9\n\x12GetSessionResponse\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.avatar.v1.Session\"b\n\x13ListSessionsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nshow_ended\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x01\"U\n\x14ListSessionsResponse\x12$\n\x08sessions\x18\x01 \x03(\x0b\x32\x12.avatar.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"=\n\x11\x45ndSessionRequest\x12(\n\x04name\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11\x61vatar.v1/Session\"9\n\x12\x45ndSessionResponse\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.avatar.v1.Session\"?\n\x13WatchSessionRequest\x12(\n\x04name\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11\x61vatar.v1/Session\";\n\x14WatchSessionResponse\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.avatar.v1.Session\"\x16\n\x14ListProvidersRequest\"C\n\x15ListProvidersResponse\x12*\n\tproviders\x18\x01 \x03(\x0b\x32\x17.avatar.v1.ProviderInfo\"\xf2\x01\n\x0cProviderInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x03 \x01(\x08\x12\x17\n\x0f\x64isabled_reason\x18\x04 \x01(\t\x12,\n\x0c\x61udio_format\x18\x05 \x01(\x0b\x32\x16.avatar.v1.AudioFormat\x12-\n\rdefault_video\x18\x06 \x01(\x0b\x32\x16.avatar.v1.VideoFormat\x12\x37\n\x14max_session_duration\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration2\xc1\x04\n\x0e\x41vatarProvider\x12O\n\x0cStartSession\x12\x1e.avatar.v1.StartSessionRequest\x1a\x1f.avatar.v1.StartSessionResponse\x12I\n\nGetSession\x12\x1c.avatar.v1.GetSessionRequest\x1a\x1d.avatar.v1.GetSessionResponse\x12O\n\x0cListSessions\x12\x1e.avatar.v1.ListSessionsRequest\x1a\x1f.avatar.v1.ListSessionsResponse\x12I\n\nEndSession\x12\x1c.avatar.v1.EndSessionRequest\x1a\x1d.avatar.v1.EndSessionResponse\x12Q\n\x0cWatchSession\x12\x1e.avatar.v1.WatchSessionRequest\x1a\x1f.avatar.v1.WatchSessionResponse0\x01\x12P\n\x0bStreamAudio\x12\x1d.avatar.v1.StreamAudioRequest\x1a\x1e.avatar.v1.StreamAudioResponse(\x01\x30\x01\x12R\n\rListProviders\x12\x1f.avatar.v1.ListProvidersRequest\x1a .avatar.v1.ListProvidersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61vatar/v1/avatar_provider.proto\x12\tavatar.v1\x1a\x1c\x61vatar/v1/audio_stream.proto\x1a\x17\x61vatar/v1/session.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\"\xe2\x05\n\x13StartSessionRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12)\n\x04room\x18\x02 \x01(\x0b\x32\x15.avatar.v1.RoomTargetB\x04\xe2\x41\x01\x02\x12\x17\n\tavatar_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12S\n\x10provider_options\x18\x04 \x03(\x0b\x32\x33.avatar.v1.StartSessionRequest.ProviderOptionsEntryB\x04\xe2\x41\x01\x04\x12+\n\x05video\x18\x05 \x01(\x0b\x32\x16.avatar.v1.VideoFormatB\x04\xe2\x41\x01\x01\x12\x35\n\x0cidle_timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x01\x12\x35\n\x0cmax_duration\x18\x07 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x01\x12@\n\x06labels\x18\x08 \x03(\x0b\x32*.avatar.v1.StartSessionRequest.LabelsEntryB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\t \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nsession_id\x18\n \x01(\tB\x04\xe2\x41\x01\x01\x12\x34\n\x0bvideo_delay\x18\x0b \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x01\x12\x38\n\x0f\x61udio_transport\x18\x0c \x01(\x0e\x32\x19.avatar.v1.AudioTransportB\x04\xe2\x41\x01\x01\x12\x32\n\tfallbacks\x18\r \x03(\x0b\x32\x19.avatar.v1.ProviderChoiceB\x04\xe2\x41\x01\x01\x1a\x36\n\x14ProviderOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc9\x01\n\x0eProviderChoice\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tavatar_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12N\n\x10provider_options\x18\x03 \x03(\x0b\x32..avatar.v1.ProviderChoice.ProviderOptionsEntryB\x04\xe2\x41\x01\x04\x1a\x36\n\x14ProviderOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\";\n\x14StartSessionResponse\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.avatar.v1.Session\"=\n\x11GetSessionRequest\x12(\n\x04name\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11\x61vatar.v1/Session\"9\n\x12GetSessionResponse\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.avatar.v1.Session\"b\n\x13ListSessionsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nshow_ended\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x01\"U\n\x14ListSessionsResponse\x12$\n\x08sessions\x18\x01 \x03(\x0b\x32\x12.avatar.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"=\n\x11\x45ndSessionRequest\x12(\n\x04name\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11\x61vatar.v1/Session\"9\n\x12\x45ndSessionResponse\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.avatar.v1.Session\"?\n\x13WatchSessionRequest\x12(\n\x04name\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11\x61vatar.v1/Session\";\n\x14WatchSessionResponse\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.avatar.v1.Session\"\x16\n\x14ListProvidersRequest\"C\n\x15ListProvidersResponse\x12*\n\tproviders\x18\x01 \x03(\x0b\x32\x17.avatar.v1.ProviderInfo\"\xf2\x01\n\x0cProviderInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x03 \x01(\x08\x12\x17\n\x0f\x64isabled_reason\x18\x04 \x01(\t\x12,\n\x0c\x61udio_format\x18\x05 \x01(\x0b\x32\x16.avatar.v1.AudioFormat\x12-\n\rdefault_video\x18\x06 \x01(\x0b\x32\x16.avatar.v1.VideoFormat\x12\x37\n\x14max_session_duration\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration2\xc1\x04\n\x0e\x41vatarProvider\x12O\n\x0cStartSession\x12\x1e.avatar.v1.StartSessionRequest\x1a\x1f.avatar.v1.StartSessionResponse\x12I\n\nGetSession\x12\x1c.avatar.v1.GetSessionRequest\x1a\x1d.avatar.v1.GetSessionResponse\x12O\n\x0cListSessions\x12\x1e.avatar.v1.ListSessionsRequest\x1a\x1f.avatar.v1.ListSessionsResponse\x12I\n\nEndSession\x12\x1c.avatar.v1.EndSessionRequest\x1a\x1d.avatar.v1.EndSessionResponse\x12Q\n\x0cWatchSession\x12\x1e.avatar.v1.WatchSessionRequest\x1a\x1f.avatar.v1.WatchSessionResponse0\x01\x12P\n\x0bStreamAudio\x12\x1d.avatar.v1.StreamAudioRequest\x1a\x1e.avatar.v1.StreamAudioResponse(\x01\x30\x01\x12R\n\rListProviders\x12\x1f.avatar.v1.ListProvidersRequest\x1a .avatar.v1.ListProvidersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -64,6 +64,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STARTSESSIONREQUEST'].fields_by_name['video_delay']._serialized_options = b'\342A\001\001'
   _globals['_STARTSESSIONREQUEST'].fields_by_name['audio_transport']._loaded_options = None
   _globals['_STARTSESSIONREQUEST'].fields_by_name['audio_transport']._serialized_options = b'\342A\001\001'
+  _globals['_STARTSESSIONREQUEST'].fields_by_name['fallbacks']._loaded_options = None
+  _globals['_STARTSESSIONREQUEST'].fields_by_name['fallbacks']._serialized_options = b'\342A\001\001'
+  _globals['_PROVIDERCHOICE_PROVIDEROPTIONSENTRY']._loaded_options = None
+  _globals['_PROVIDERCHOICE_PROVIDEROPTIONSENTRY']._serialized_options = b'8\001'
+  _globals['_PROVIDERCHOICE'].fields_by_name['provider']._loaded_options = None
+  _globals['_PROVIDERCHOICE'].fields_by_name['provider']._serialized_options = b'\342A\001\002'
+  _globals['_PROVIDERCHOICE'].fields_by_name['avatar_id']._loaded_options = None
+  _globals['_PROVIDERCHOICE'].fields_by_name['avatar_id']._serialized_options = b'\342A\001\001'
+  _globals['_PROVIDERCHOICE'].fields_by_name['provider_options']._loaded_options = None
+  _globals['_PROVIDERCHOICE'].fields_by_name['provider_options']._serialized_options = b'\342A\001\004'
   _globals['_GETSESSIONREQUEST'].fields_by_name['name']._loaded_options = None
   _globals['_GETSESSIONREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\023\n\021avatar.v1/Session'
   _globals['_LISTSESSIONSREQUEST'].fields_by_name['page_size']._loaded_options = None
@@ -77,35 +87,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHSESSIONREQUEST'].fields_by_name['name']._loaded_options = None
   _globals['_WATCHSESSIONREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\023\n\021avatar.v1/Session'
   _globals['_STARTSESSIONREQUEST']._serialized_start=194
-  _globals['_STARTSESSIONREQUEST']._serialized_end=880
-  _globals['_STARTSESSIONREQUEST_PROVIDEROPTIONSENTRY']._serialized_start=779
-  _globals['_STARTSESSIONREQUEST_PROVIDEROPTIONSENTRY']._serialized_end=833
-  _globals['_STARTSESSIONREQUEST_LABELSENTRY']._serialized_start=835
-  _globals['_STARTSESSIONREQUEST_LABELSENTRY']._serialized_end=880
-  _globals['_STARTSESSIONRESPONSE']._serialized_start=882
-  _globals['_STARTSESSIONRESPONSE']._serialized_end=941
-  _globals['_GETSESSIONREQUEST']._serialized_start=943
-  _globals['_GETSESSIONREQUEST']._serialized_end=1004
-  _globals['_GETSESSIONRESPONSE']._serialized_start=1006
-  _globals['_GETSESSIONRESPONSE']._serialized_end=1063
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=1065
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1163
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1165
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1250
-  _globals['_ENDSESSIONREQUEST']._serialized_start=1252
-  _globals['_ENDSESSIONREQUEST']._serialized_end=1313
-  _globals['_ENDSESSIONRESPONSE']._serialized_start=1315
-  _globals['_ENDSESSIONRESPONSE']._serialized_end=1372
-  _globals['_WATCHSESSIONREQUEST']._serialized_start=1374
-  _globals['_WATCHSESSIONREQUEST']._serialized_end=1437
-  _globals['_WATCHSESSIONRESPONSE']._serialized_start=1439
-  _globals['_WATCHSESSIONRESPONSE']._serialized_end=1498
-  _globals['_LISTPROVIDERSREQUEST']._serialized_start=1500
-  _globals['_LISTPROVIDERSREQUEST']._serialized_end=1522
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=1524
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=1591
-  _globals['_PROVIDERINFO']._serialized_start=1594
-  _globals['_PROVIDERINFO']._serialized_end=1836
-  _globals['_AVATARPROVIDER']._serialized_start=1839
-  _globals['_AVATARPROVIDER']._serialized_end=2416
+  _globals['_STARTSESSIONREQUEST']._serialized_end=932
+  _globals['_STARTSESSIONREQUEST_PROVIDEROPTIONSENTRY']._serialized_start=831
+  _globals['_STARTSESSIONREQUEST_PROVIDEROPTIONSENTRY']._serialized_end=885
+  _globals['_STARTSESSIONREQUEST_LABELSENTRY']._serialized_start=887
+  _globals['_STARTSESSIONREQUEST_LABELSENTRY']._serialized_end=932
+  _globals['_PROVIDERCHOICE']._serialized_start=935
+  _globals['_PROVIDERCHOICE']._serialized_end=1136
+  _globals['_PROVIDERCHOICE_PROVIDEROPTIONSENTRY']._serialized_start=831
+  _globals['_PROVIDERCHOICE_PROVIDEROPTIONSENTRY']._serialized_end=885
+  _globals['_STARTSESSIONRESPONSE']._serialized_start=1138
+  _globals['_STARTSESSIONRESPONSE']._serialized_end=1197
+  _globals['_GETSESSIONREQUEST']._serialized_start=1199
+  _globals['_GETSESSIONREQUEST']._serialized_end=1260
+  _globals['_GETSESSIONRESPONSE']._serialized_start=1262
+  _globals['_GETSESSIONRESPONSE']._serialized_end=1319
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1321
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1419
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1421
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1506
+  _globals['_ENDSESSIONREQUEST']._serialized_start=1508
+  _globals['_ENDSESSIONREQUEST']._serialized_end=1569
+  _globals['_ENDSESSIONRESPONSE']._serialized_start=1571
+  _globals['_ENDSESSIONRESPONSE']._serialized_end=1628
+  _globals['_WATCHSESSIONREQUEST']._serialized_start=1630
+  _globals['_WATCHSESSIONREQUEST']._serialized_end=1693
+  _globals['_WATCHSESSIONRESPONSE']._serialized_start=1695
+  _globals['_WATCHSESSIONRESPONSE']._serialized_end=1754
+  _globals['_LISTPROVIDERSREQUEST']._serialized_start=1756
+  _globals['_LISTPROVIDERSREQUEST']._serialized_end=1778
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=1780
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=1847
+  _globals['_PROVIDERINFO']._serialized_start=1850
+  _globals['_PROVIDERINFO']._serialized_end=2092
+  _globals['_AVATARPROVIDER']._serialized_start=2095
+  _globals['_AVATARPROVIDER']._serialized_end=2672
 # @@protoc_insertion_point(module_scope)

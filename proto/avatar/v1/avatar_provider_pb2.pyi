@@ -14,7 +14,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StartSessionRequest(_message.Message):
-    __slots__ = ("provider", "room", "avatar_id", "provider_options", "video", "idle_timeout", "max_duration", "labels", "request_id", "session_id", "video_delay", "audio_transport")
+    __slots__ = ("provider", "room", "avatar_id", "provider_options", "video", "idle_timeout", "max_duration", "labels", "request_id", "session_id", "video_delay", "audio_transport", "fallbacks")
     class ProviderOptionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,7 @@ class StartSessionRequest(_message.Message):
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     VIDEO_DELAY_FIELD_NUMBER: _ClassVar[int]
     AUDIO_TRANSPORT_FIELD_NUMBER: _ClassVar[int]
+    FALLBACKS_FIELD_NUMBER: _ClassVar[int]
     provider: str
     room: _session_pb2.RoomTarget
     avatar_id: str
@@ -53,7 +54,25 @@ class StartSessionRequest(_message.Message):
     session_id: str
     video_delay: _duration_pb2.Duration
     audio_transport: _session_pb2.AudioTransport
-    def __init__(self, provider: _Optional[str] = ..., room: _Optional[_Union[_session_pb2.RoomTarget, _Mapping]] = ..., avatar_id: _Optional[str] = ..., provider_options: _Optional[_Mapping[str, str]] = ..., video: _Optional[_Union[_session_pb2.VideoFormat, _Mapping]] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., session_id: _Optional[str] = ..., video_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., audio_transport: _Optional[_Union[_session_pb2.AudioTransport, str]] = ...) -> None: ...
+    fallbacks: _containers.RepeatedCompositeFieldContainer[ProviderChoice]
+    def __init__(self, provider: _Optional[str] = ..., room: _Optional[_Union[_session_pb2.RoomTarget, _Mapping]] = ..., avatar_id: _Optional[str] = ..., provider_options: _Optional[_Mapping[str, str]] = ..., video: _Optional[_Union[_session_pb2.VideoFormat, _Mapping]] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., session_id: _Optional[str] = ..., video_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., audio_transport: _Optional[_Union[_session_pb2.AudioTransport, str]] = ..., fallbacks: _Optional[_Iterable[_Union[ProviderChoice, _Mapping]]] = ...) -> None: ...
+
+class ProviderChoice(_message.Message):
+    __slots__ = ("provider", "avatar_id", "provider_options")
+    class ProviderOptionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    AVATAR_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    avatar_id: str
+    provider_options: _containers.ScalarMap[str, str]
+    def __init__(self, provider: _Optional[str] = ..., avatar_id: _Optional[str] = ..., provider_options: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class StartSessionResponse(_message.Message):
     __slots__ = ("session",)

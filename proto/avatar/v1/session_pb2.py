@@ -28,7 +28,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61vatar/v1/session.proto\x12\tavatar.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcb\x07\n\x07Session\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x16\n\x08provider\x18\x02 \x01(\tB\x04\xe2\x41\x01\x05\x12)\n\x04room\x18\x03 \x01(\x0b\x32\x15.avatar.v1.RoomTargetB\x04\xe2\x41\x01\x05\x12\x17\n\tavatar_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x05\x12+\n\x05video\x18\x05 \x01(\x0b\x32\x16.avatar.v1.VideoFormatB\x04\xe2\x41\x01\x05\x12\x35\n\x0cidle_timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x05\x12\x35\n\x0cmax_duration\x18\x07 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x05\x12\x34\n\x06labels\x18\x08 \x03(\x0b\x32\x1e.avatar.v1.Session.LabelsEntryB\x04\xe2\x41\x01\x05\x12,\n\x05state\x18\t \x01(\x0e\x32\x17.avatar.v1.SessionStateB\x04\xe2\x41\x01\x03\x12\x1d\n\x0f\x61vatar_identity\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12;\n\x15provider_audio_format\x18\x0b \x01(\x0b\x32\x16.avatar.v1.AudioFormatB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nstart_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12.\n\nend_reason\x18\x0f \x01(\x0e\x32\x14.avatar.v1.EndReasonB\x04\xe2\x41\x01\x03\x12\x18\n\nend_detail\x18\x10 \x01(\tB\x04\xe2\x41\x01\x03\x12,\n\x05stats\x18\x11 \x01(\x0b\x32\x17.avatar.v1.SessionStatsB\x04\xe2\x41\x01\x03\x12\x34\n\x0bvideo_delay\x18\x12 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x05\x12\x38\n\x0f\x61udio_transport\x18\x13 \x01(\x0e\x32\x19.avatar.v1.AudioTransportB\x04\xe2\x41\x01\x05\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01:=\xea\x41:\n\x11\x61vatar.v1/Session\x12\x12sessions/{session}*\x08sessions2\x07session\"V\n\nRoomTarget\x12\x11\n\x03url\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x17\n\troom_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1c\n\x0e\x61gent_identity\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\"9\n\x0bVideoFormat\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\x0b\n\x03\x66ps\x18\x03 \x01(\r\"c\n\x0b\x41udioFormat\x12\x16\n\x0esample_rate_hz\x18\x01 \x01(\r\x12\x10\n\x08\x63hannels\x18\x02 \x01(\r\x12*\n\x08\x65ncoding\x18\x03 \x01(\x0e\x32\x18.avatar.v1.AudioEncoding\"\xa1\x01\n\x0cSessionStats\x12\x17\n\x0fsegments_opened\x18\x01 \x01(\r\x12\x19\n\x11segments_finished\x18\x02 \x01(\r\x12\x1c\n\x14segments_interrupted\x18\x03 \x01(\r\x12\x16\n\x0esamples_played\x18\x04 \x01(\x04\x12\x14\n\x0cvideo_frames\x18\x05 \x01(\x04\x12\x11\n\tunderruns\x18\x06 \x01(\r*K\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41UDIO_ENCODING_PCM16LE\x10\x01*e\n\x0e\x41udioTransport\x12\x1f\n\x1b\x41UDIO_TRANSPORT_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41UDIO_TRANSPORT_GRPC\x10\x01\x12\x18\n\x14\x41UDIO_TRANSPORT_ROOM\x10\x02*\xb0\x01\n\x0cSessionState\x12\x1d\n\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16SESSION_STATE_STARTING\x10\x01\x12\x18\n\x14SESSION_STATE_ACTIVE\x10\x02\x12\x18\n\x14SESSION_STATE_ENDING\x10\x03\x12\x17\n\x13SESSION_STATE_ENDED\x10\x04\x12\x18\n\x14SESSION_STATE_FAILED\x10\x05*\xfe\x01\n\tEndReason\x12\x1a\n\x16\x45ND_REASON_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x45ND_REASON_CLIENT_REQUEST\x10\x01\x12\x1b\n\x17\x45ND_REASON_IDLE_TIMEOUT\x10\x02\x12\x1b\n\x17\x45ND_REASON_MAX_DURATION\x10\x03\x12\x1d\n\x19\x45ND_REASON_PROVIDER_ERROR\x10\x04\x12\x1e\n\x1a\x45ND_REASON_SERVER_SHUTDOWN\x10\x05\x12 \n\x1c\x45ND_REASON_ROOM_DISCONNECTED\x10\x06\x12\x1b\n\x17\x45ND_REASON_START_FAILED\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61vatar/v1/session.proto\x12\tavatar.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf9\x07\n\x07Session\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x16\n\x08provider\x18\x02 \x01(\tB\x04\xe2\x41\x01\x05\x12)\n\x04room\x18\x03 \x01(\x0b\x32\x15.avatar.v1.RoomTargetB\x04\xe2\x41\x01\x05\x12\x17\n\tavatar_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x05\x12+\n\x05video\x18\x05 \x01(\x0b\x32\x16.avatar.v1.VideoFormatB\x04\xe2\x41\x01\x05\x12\x35\n\x0cidle_timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x05\x12\x35\n\x0cmax_duration\x18\x07 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x05\x12\x34\n\x06labels\x18\x08 \x03(\x0b\x32\x1e.avatar.v1.Session.LabelsEntryB\x04\xe2\x41\x01\x05\x12,\n\x05state\x18\t \x01(\x0e\x32\x17.avatar.v1.SessionStateB\x04\xe2\x41\x01\x03\x12\x1d\n\x0f\x61vatar_identity\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12;\n\x15provider_audio_format\x18\x0b \x01(\x0b\x32\x16.avatar.v1.AudioFormatB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nstart_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12.\n\nend_reason\x18\x0f \x01(\x0e\x32\x14.avatar.v1.EndReasonB\x04\xe2\x41\x01\x03\x12\x18\n\nend_detail\x18\x10 \x01(\tB\x04\xe2\x41\x01\x03\x12,\n\x05stats\x18\x11 \x01(\x0b\x32\x17.avatar.v1.SessionStatsB\x04\xe2\x41\x01\x03\x12\x34\n\x0bvideo_delay\x18\x12 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x05\x12\x38\n\x0f\x61udio_transport\x18\x13 \x01(\x0e\x32\x19.avatar.v1.AudioTransportB\x04\xe2\x41\x01\x05\x12,\n\tfailovers\x18\x14 \x03(\x0b\x32\x13.avatar.v1.FailoverB\x04\xe2\x41\x01\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01:=\xea\x41:\n\x11\x61vatar.v1/Session\x12\x12sessions/{session}*\x08sessions2\x07session\"<\n\x08\x46\x61ilover\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"V\n\nRoomTarget\x12\x11\n\x03url\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x17\n\troom_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1c\n\x0e\x61gent_identity\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\"9\n\x0bVideoFormat\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\x0b\n\x03\x66ps\x18\x03 \x01(\r\"c\n\x0b\x41udioFormat\x12\x16\n\x0esample_rate_hz\x18\x01 \x01(\r\x12\x10\n\x08\x63hannels\x18\x02 \x01(\r\x12*\n\x08\x65ncoding\x18\x03 \x01(\x0e\x32\x18.avatar.v1.AudioEncoding\"\xd3\x01\n\x0cSessionStats\x12\x17\n\x0fsegments_opened\x18\x01 \x01(\r\x12\x19\n\x11segments_finished\x18\x02 \x01(\r\x12\x1c\n\x14segments_interrupted\x18\x03 \x01(\r\x12\x16\n\x0esamples_played\x18\x04 \x01(\x04\x12\x14\n\x0cvideo_frames\x18\x05 \x01(\x04\x12\x11\n\tunderruns\x18\x06 \x01(\r\x12\x30\n\rprovider_time\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration*K\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41UDIO_ENCODING_PCM16LE\x10\x01*e\n\x0e\x41udioTransport\x12\x1f\n\x1b\x41UDIO_TRANSPORT_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41UDIO_TRANSPORT_GRPC\x10\x01\x12\x18\n\x14\x41UDIO_TRANSPORT_ROOM\x10\x02*\xb0\x01\n\x0cSessionState\x12\x1d\n\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16SESSION_STATE_STARTING\x10\x01\x12\x18\n\x14SESSION_STATE_ACTIVE\x10\x02\x12\x18\n\x14SESSION_STATE_ENDING\x10\x03\x12\x17\n\x13SESSION_STATE_ENDED\x10\x04\x12\x18\n\x14SESSION_STATE_FAILED\x10\x05*\xfe\x01\n\tEndReason\x12\x1a\n\x16\x45ND_REASON_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x45ND_REASON_CLIENT_REQUEST\x10\x01\x12\x1b\n\x17\x45ND_REASON_IDLE_TIMEOUT\x10\x02\x12\x1b\n\x17\x45ND_REASON_MAX_DURATION\x10\x03\x12\x1d\n\x19\x45ND_REASON_PROVIDER_ERROR\x10\x04\x12\x1e\n\x1a\x45ND_REASON_SERVER_SHUTDOWN\x10\x05\x12 \n\x1c\x45ND_REASON_ROOM_DISCONNECTED\x10\x06\x12\x1b\n\x17\x45ND_REASON_START_FAILED\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -75,6 +75,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SESSION'].fields_by_name['video_delay']._serialized_options = b'\342A\001\005'
   _globals['_SESSION'].fields_by_name['audio_transport']._loaded_options = None
   _globals['_SESSION'].fields_by_name['audio_transport']._serialized_options = b'\342A\001\005'
+  _globals['_SESSION'].fields_by_name['failovers']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['failovers']._serialized_options = b'\342A\001\003'
   _globals['_SESSION']._loaded_options = None
   _globals['_SESSION']._serialized_options = b'\352A:\n\021avatar.v1/Session\022\022sessions/{session}*\010sessions2\007session'
   _globals['_ROOMTARGET'].fields_by_name['url']._loaded_options = None
@@ -83,24 +85,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROOMTARGET'].fields_by_name['room_name']._serialized_options = b'\342A\001\002'
   _globals['_ROOMTARGET'].fields_by_name['agent_identity']._loaded_options = None
   _globals['_ROOMTARGET'].fields_by_name['agent_identity']._serialized_options = b'\342A\001\002'
-  _globals['_AUDIOENCODING']._serialized_start=1549
-  _globals['_AUDIOENCODING']._serialized_end=1624
-  _globals['_AUDIOTRANSPORT']._serialized_start=1626
-  _globals['_AUDIOTRANSPORT']._serialized_end=1727
-  _globals['_SESSIONSTATE']._serialized_start=1730
-  _globals['_SESSIONSTATE']._serialized_end=1906
-  _globals['_ENDREASON']._serialized_start=1909
-  _globals['_ENDREASON']._serialized_end=2163
+  _globals['_AUDIOENCODING']._serialized_start=1707
+  _globals['_AUDIOENCODING']._serialized_end=1782
+  _globals['_AUDIOTRANSPORT']._serialized_start=1784
+  _globals['_AUDIOTRANSPORT']._serialized_end=1885
+  _globals['_SESSIONSTATE']._serialized_start=1888
+  _globals['_SESSIONSTATE']._serialized_end=2064
+  _globals['_ENDREASON']._serialized_start=2067
+  _globals['_ENDREASON']._serialized_end=2321
   _globals['_SESSION']._serialized_start=164
-  _globals['_SESSION']._serialized_end=1135
-  _globals['_SESSION_LABELSENTRY']._serialized_start=1027
-  _globals['_SESSION_LABELSENTRY']._serialized_end=1072
-  _globals['_ROOMTARGET']._serialized_start=1137
-  _globals['_ROOMTARGET']._serialized_end=1223
-  _globals['_VIDEOFORMAT']._serialized_start=1225
-  _globals['_VIDEOFORMAT']._serialized_end=1282
-  _globals['_AUDIOFORMAT']._serialized_start=1284
-  _globals['_AUDIOFORMAT']._serialized_end=1383
-  _globals['_SESSIONSTATS']._serialized_start=1386
-  _globals['_SESSIONSTATS']._serialized_end=1547
+  _globals['_SESSION']._serialized_end=1181
+  _globals['_SESSION_LABELSENTRY']._serialized_start=1073
+  _globals['_SESSION_LABELSENTRY']._serialized_end=1118
+  _globals['_FAILOVER']._serialized_start=1183
+  _globals['_FAILOVER']._serialized_end=1243
+  _globals['_ROOMTARGET']._serialized_start=1245
+  _globals['_ROOMTARGET']._serialized_end=1331
+  _globals['_VIDEOFORMAT']._serialized_start=1333
+  _globals['_VIDEOFORMAT']._serialized_end=1390
+  _globals['_AUDIOFORMAT']._serialized_start=1392
+  _globals['_AUDIOFORMAT']._serialized_end=1491
+  _globals['_SESSIONSTATS']._serialized_start=1494
+  _globals['_SESSIONSTATS']._serialized_end=1705
 # @@protoc_insertion_point(module_scope)

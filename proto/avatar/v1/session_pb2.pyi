@@ -8,7 +8,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -64,7 +64,7 @@ END_REASON_ROOM_DISCONNECTED: EndReason
 END_REASON_START_FAILED: EndReason
 
 class Session(_message.Message):
-    __slots__ = ("name", "provider", "room", "avatar_id", "video", "idle_timeout", "max_duration", "labels", "state", "avatar_identity", "provider_audio_format", "create_time", "start_time", "end_time", "end_reason", "end_detail", "stats", "video_delay", "audio_transport")
+    __slots__ = ("name", "provider", "room", "avatar_id", "video", "idle_timeout", "max_duration", "labels", "state", "avatar_identity", "provider_audio_format", "create_time", "start_time", "end_time", "end_reason", "end_detail", "stats", "video_delay", "audio_transport", "failovers")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +91,7 @@ class Session(_message.Message):
     STATS_FIELD_NUMBER: _ClassVar[int]
     VIDEO_DELAY_FIELD_NUMBER: _ClassVar[int]
     AUDIO_TRANSPORT_FIELD_NUMBER: _ClassVar[int]
+    FAILOVERS_FIELD_NUMBER: _ClassVar[int]
     name: str
     provider: str
     room: RoomTarget
@@ -110,7 +111,18 @@ class Session(_message.Message):
     stats: SessionStats
     video_delay: _duration_pb2.Duration
     audio_transport: AudioTransport
-    def __init__(self, name: _Optional[str] = ..., provider: _Optional[str] = ..., room: _Optional[_Union[RoomTarget, _Mapping]] = ..., avatar_id: _Optional[str] = ..., video: _Optional[_Union[VideoFormat, _Mapping]] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., state: _Optional[_Union[SessionState, str]] = ..., avatar_identity: _Optional[str] = ..., provider_audio_format: _Optional[_Union[AudioFormat, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_reason: _Optional[_Union[EndReason, str]] = ..., end_detail: _Optional[str] = ..., stats: _Optional[_Union[SessionStats, _Mapping]] = ..., video_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., audio_transport: _Optional[_Union[AudioTransport, str]] = ...) -> None: ...
+    failovers: _containers.RepeatedCompositeFieldContainer[Failover]
+    def __init__(self, name: _Optional[str] = ..., provider: _Optional[str] = ..., room: _Optional[_Union[RoomTarget, _Mapping]] = ..., avatar_id: _Optional[str] = ..., video: _Optional[_Union[VideoFormat, _Mapping]] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., state: _Optional[_Union[SessionState, str]] = ..., avatar_identity: _Optional[str] = ..., provider_audio_format: _Optional[_Union[AudioFormat, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_reason: _Optional[_Union[EndReason, str]] = ..., end_detail: _Optional[str] = ..., stats: _Optional[_Union[SessionStats, _Mapping]] = ..., video_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., audio_transport: _Optional[_Union[AudioTransport, str]] = ..., failovers: _Optional[_Iterable[_Union[Failover, _Mapping]]] = ...) -> None: ...
+
+class Failover(_message.Message):
+    __slots__ = ("provider", "reason", "detail")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    reason: str
+    detail: str
+    def __init__(self, provider: _Optional[str] = ..., reason: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class RoomTarget(_message.Message):
     __slots__ = ("url", "room_name", "agent_identity")
@@ -143,17 +155,19 @@ class AudioFormat(_message.Message):
     def __init__(self, sample_rate_hz: _Optional[int] = ..., channels: _Optional[int] = ..., encoding: _Optional[_Union[AudioEncoding, str]] = ...) -> None: ...
 
 class SessionStats(_message.Message):
-    __slots__ = ("segments_opened", "segments_finished", "segments_interrupted", "samples_played", "video_frames", "underruns")
+    __slots__ = ("segments_opened", "segments_finished", "segments_interrupted", "samples_played", "video_frames", "underruns", "provider_time")
     SEGMENTS_OPENED_FIELD_NUMBER: _ClassVar[int]
     SEGMENTS_FINISHED_FIELD_NUMBER: _ClassVar[int]
     SEGMENTS_INTERRUPTED_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_PLAYED_FIELD_NUMBER: _ClassVar[int]
     VIDEO_FRAMES_FIELD_NUMBER: _ClassVar[int]
     UNDERRUNS_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_TIME_FIELD_NUMBER: _ClassVar[int]
     segments_opened: int
     segments_finished: int
     segments_interrupted: int
     samples_played: int
     video_frames: int
     underruns: int
-    def __init__(self, segments_opened: _Optional[int] = ..., segments_finished: _Optional[int] = ..., segments_interrupted: _Optional[int] = ..., samples_played: _Optional[int] = ..., video_frames: _Optional[int] = ..., underruns: _Optional[int] = ...) -> None: ...
+    provider_time: _duration_pb2.Duration
+    def __init__(self, segments_opened: _Optional[int] = ..., segments_finished: _Optional[int] = ..., segments_interrupted: _Optional[int] = ..., samples_played: _Optional[int] = ..., video_frames: _Optional[int] = ..., underruns: _Optional[int] = ..., provider_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
