@@ -162,6 +162,7 @@ class AvatarSession:
         self._input: AudioInput | None = None
         self.failovers: list[Failover] = []  # providers tried before this one, in order
         self.idle_from_audio = True  # False: no idle timeout (the agent's audio goes straight to a vendor)
+        self._untold: list[NoticeEvent] = []  # notices that came while no stream was attached (the latest 8)
         self._provider_since: float | None = None  # monotonic start of the provider's session, while it runs
         self._provider_used_s = 0.0
         self._failovers_told = False
@@ -354,10 +355,22 @@ class AvatarSession:
             passed = "; ".join(f"{f.provider}: {f.reason} ({f.detail})" for f in self.failovers)
             self._sink.events.put_nowait(NoticeEvent(
                 "PROVIDER_FAILOVER", f"the session runs on {self.params.provider}; did not start: {passed}"))
+        for notice in self._untold:
+            self._sink.events.put_nowait(notice)
+        self._untold.clear()
         self._detached.clear()
         if self._pipeline is not None:
             self._pipeline.stream_attached(True)
         return self._sink
+
+    def notice(self, reason: str, message: str) -> None:
+        """Tell the agent (a StreamWarning on its stream; kept for the next stream while none is attached)."""
+        event = NoticeEvent(reason, message)
+        log.warning("session %s: %s: %s", self.name, reason, message)
+        if self._sink is not None:
+            self._sink.events.put_nowait(event)
+        else:
+            self._untold = [*self._untold[-7:], event]
 
     def detach(self, sink: StreamSink) -> None:
         """Unbind a stream (its segments must all be finished)."""

@@ -9,6 +9,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from avatar.v1 import avatar_provider_pb2 as pb
 from avatar.v1 import session_pb2 as pb_session
@@ -29,6 +30,7 @@ from gateway.session import (
     Failover,
     SessionEndedWhileStarting,
     SessionParams,
+    State,
 )
 from gateway.tokens import avatar_identity, mint_avatar_token, relay_identity
 from providers.base import ProviderAdapter, ProviderError, ProviderFault, RoomSpec, SessionSpec
@@ -139,6 +141,11 @@ class SessionManager:
             def exists(_: int = 0) -> errors.GatewayError:
                 return errors.already_exists(f"session {name!r} already exists", "SESSION_EXISTS", name)
 
+            old = self._sessions.get(name)
+            if old is not None and old.state is State.FAILED and old.end_reason is EndReason.START_FAILED \
+                    and old.params.owner == caller.principal:
+                del self._sessions[name]  # a failed start made no session: its caller's retry may take the name
+                self._ended.pop(name, None)
             if name not in self._sessions:
                 await self._claim(session_key(params.session_id), claimed, exists)
             if name in self._sessions:  # here already, or started by a twin while the directory answered
@@ -281,11 +288,11 @@ class SessionManager:
         # streams to the vendor itself (the room transport), a hidden watcher, so the vendor can only find the agent
         identity = session.avatar_identity if info.gateway_publishes else relay_identity(session.avatar_identity)
         agent_sends = params.audio_transport is AudioTransport.ROOM and not info.gateway_publishes
+        sources, kind, hidden = _own_grants(info.gateway_publishes, agent_sends)
         token = "" if p.headless else mint_avatar_token(
             api_key=p.livekit_api_key, api_secret=p.livekit_api_secret, room_name=params.room_name,
             identity=identity, agent_identity=params.agent_identity, provider=info.name,
-            can_subscribe=info.needs_subscribe, ttl_s=p.token_ttl_s, media=info.gateway_publishes,
-            kind="standard" if agent_sends else "agent", hidden=agent_sends)
+            can_subscribe=info.needs_subscribe, ttl_s=p.token_ttl_s, sources=sources, kind=kind, hidden=hidden)
         own = RoomSpec(url=params.room_url, room_name=params.room_name, agent_identity=params.agent_identity,
                        avatar_identity=identity, token=token)
         room = own if info.gateway_publishes else dataclasses.replace(own, avatar_identity=session.avatar_identity,
@@ -306,7 +313,7 @@ class SessionManager:
         pipeline = adapter.pipeline(PipelineParts(spec, session.book, connection, lead_ms=p.lead_ms,
                                                   video_delay_ms=round(params.video_delay_s * 1000),
                                                   on_republished=self.metrics.record_republish, room_admin=admin,
-                                                  agent_sends_audio=agent_sends))
+                                                  agent_sends_audio=agent_sends, on_notice=session.notice))
         log.info("session %s starting: provider=%s room=%s", session.name, params.provider, params.room_name)
         await session.start(pipeline, timeout_s=p.start_timeout_s)
         log.info("session %s active", session.name)
@@ -355,6 +362,17 @@ class SessionManager:
         sessions = list(self._sessions.values())
         await asyncio.gather(*(s.end(EndReason.SERVER_SHUTDOWN, "the gateway is shutting down") for s in sessions))
         await asyncio.gather(*(s.drain_tasks() for s in sessions))
+
+
+def _own_grants(publishes: bool, agent_sends: bool) -> tuple[tuple[str, ...], Literal["agent", "standard"], bool]:
+    """(sources it may publish, kind, hidden) of the gateway's own participant: the avatar publishes camera and
+    microphone; a vendor's relay only the microphone (the voice alone, should the vendor go); the watcher of a
+    vendor the agent speaks to itself nothing, and no one sees it (so the vendor can only find the agent)."""
+    if publishes:
+        return ("camera", "microphone"), "agent", False
+    if agent_sends:
+        return (), "standard", True
+    return ("microphone",), "agent", False
 
 
 def _failover(exc: BaseException, provider: str) -> Failover | None:

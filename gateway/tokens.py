@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Literal
 
@@ -31,17 +32,17 @@ def mint_avatar_token(
     provider: str,
     can_subscribe: bool = False,
     ttl_s: int = 3600,
-    media: bool = True,
+    sources: Sequence[str] = ("camera", "microphone"),
     kind: Literal["agent", "standard"] = "agent",
     hidden: bool = False,
 ) -> str:
-    """A room-scoped agent-kind token that may publish camera, microphone and data only (data only with `media`
-    False: a relay participant; `kind` "standard" and `hidden`: a watcher no one else in the room sees)."""
+    """A room-scoped agent-kind token that may publish data and `sources` only (a vendor's relay: the microphone,
+    for the voice alone; no sources: data only; `kind` "standard" and `hidden`: a watcher no one else sees)."""
     grants = api.VideoGrants(
         room_join=True,
         room=room_name,
-        can_publish=media,
-        can_publish_sources=["camera", "microphone"] if media else [],
+        can_publish=bool(sources),
+        can_publish_sources=list(sources),
         can_publish_data=True,
         can_subscribe=can_subscribe,
         hidden=hidden,

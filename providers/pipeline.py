@@ -43,6 +43,8 @@ class PipelineParts:
     # the agent streams lk.audio_stream to the avatar itself (a room-native vendor under the room transport): the
     # pipeline relays nothing and the vendor's playback events go to the agent
     agent_sends_audio: bool = False
+    # something the agent should know (reason, message): a StreamWarning on its stream
+    on_notice: Callable[[str, str], None] | None = None
 
 
 class MediaPipeline(ABC):

@@ -926,12 +926,11 @@ async def test_failed_start_frees_its_request_id(make_gateway: MakeGateway) -> N
         Expect(Code.UNAVAILABLE, "PROVIDER_ERROR", retry=True).check(err)
         got = await conn.client.get_session("sessions/flaky-one")
         assert (got.state, got.end_reason) == (FAILED, session_pb2.END_REASON_START_FAILED)
-        retry = await failure(conn.call("StartSession", request))  # same session_id: still remembered
-        Expect(Code.ALREADY_EXISTS, "SESSION_EXISTS", resource="sessions/flaky-one").check(retry)
-        request.session_id = ""
-        resp = await conn.call("StartSession", request)
-        assert resp.session.state == ACTIVE
+        resp = await conn.call("StartSession", request)  # same request and session_id: a failed start made nothing
+        assert resp.session.name == "sessions/flaky-one" and resp.session.state == ACTIVE
         assert flaky.starts == 2
+        other = await failure(conn.call("StartSession", start_request(provider="flaky", session_id="flaky-one")))
+        Expect(Code.ALREADY_EXISTS, "SESSION_EXISTS", resource="sessions/flaky-one").check(other)  # now it exists
 
 
 # ---------------------------------------------------------------------------------------------------------------

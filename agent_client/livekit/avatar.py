@@ -16,10 +16,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import grpc
+from avatar.v1 import session_pb2
 from livekit import rtc
 from livekit.agents import utils
 from livekit.agents.voice.agent_session import AgentSession
 from livekit.agents.voice.avatar import AvatarSession as _LiveKitAvatarSession
+from livekit.agents.voice.avatar import DataStreamAudioOutput
 
 from agent_client.audio_stream import AudioStream
 from agent_client.client import AvatarGatewayClient, Session
@@ -99,6 +101,7 @@ class AvatarSession(_LiveKitAvatarSession[Any]):
         self._client: AvatarGatewayClient | None = None
         self._session: Session | None = None
         self._output: GatewayAudioOutput | None = None
+        self._direct_output: DataStreamAudioOutput | None = None
         self._ready: asyncio.Task[None] | None = None
         self._first_frame: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
@@ -123,8 +126,19 @@ class AvatarSession(_LiveKitAvatarSession[Any]):
 
     @property
     def audio_output(self) -> GatewayAudioOutput | None:
-        """The agent's audio sink this avatar installed (None before start)."""
+        """The agent's audio sink this avatar installed (None before start, and when it speaks directly)."""
         return self._output
+
+    @property
+    def direct(self) -> bool:
+        """Whether the agent streams to the avatar itself (a vendor's worker that plays the first agent in the
+        room): the gateway then starts, watches and stops the vendor, and the sink is `direct_output`."""
+        return bool(self._start_args.get("audio_transport"))
+
+    @property
+    def direct_output(self) -> DataStreamAudioOutput | None:
+        """The livekit-agents sink speaking to the vendor's worker, when `direct`."""
+        return self._direct_output
 
     @property
     def gateway_target(self) -> str:
@@ -154,8 +168,14 @@ class AvatarSession(_LiveKitAvatarSession[Any]):
             self._lk_agent_session = agent_session
             self._ready = asyncio.create_task(self._wait_ready(room), name="avatar-join")
             self._first_frame = asyncio.create_task(self._log_first_frame(room), name="avatar-first-frame")
-            self._output = GatewayAudioOutput(open_stream=self._open_stream, ready=self._await_ready)
-            agent_session.output.replace_audio_tail(self._output)
+            if self.direct:
+                self._direct_output = DataStreamAudioOutput(
+                    room, destination_identity=self.avatar_identity, wait_remote_track=rtc.TrackKind.KIND_VIDEO,
+                    sample_rate=self._session.provider_audio_format.sample_rate_hz)
+                agent_session.output.replace_audio_tail(self._direct_output)
+            else:
+                self._output = GatewayAudioOutput(open_stream=self._open_stream, ready=self._await_ready)
+                agent_session.output.replace_audio_tail(self._output)
         except BaseException:
             await self.aclose()
             raise
@@ -175,6 +195,12 @@ class AvatarSession(_LiveKitAvatarSession[Any]):
                                                         agent_identity=agent_identity,
                                                         request_id=self._request_id, **self._start_args)
             except GatewayError as err:
+                if err.reason == "AGENT_IN_ROOM" and not self.direct:
+                    # a vendor that plays the first agent it finds, and this agent is in the room: it streams to
+                    # the vendor itself (the room transport), the gateway starts, watches and stops the vendor
+                    log.info("%s plays the agent's own audio stream: speaking to it directly", self._provider)
+                    self._start_args["audio_transport"] = session_pb2.AUDIO_TRANSPORT_ROOM
+                    return await self._start_session(room_name, agent_identity)
                 if err.code not in _RETRYABLE or attempt == START_ATTEMPTS - 1:
                     raise
                 delay = err.retry_after if err.retry_after is not None else 0.5 * 2**attempt

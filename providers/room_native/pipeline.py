@@ -8,7 +8,9 @@ relays nothing, and the vendor's playback RPCs go to the agent; the gateway stay
 Ready (the first frame): the worker is in the room with its track (`Vendor.wait_track`) and, relayed, answers
 `lk.clear_buffer` from the relay with "ok" (the stock receiver answers "reject" to anyone but the participant it
 plays: a vendor playing someone else's audio is refused at once instead of standing silent). Then, until the worker
-leaves the room: the segment book is kept in step by `VendorPlayback`.
+leaves the room: the segment book is kept in step by `VendorPlayback`. If the worker leaves mid-session, relayed, the
+session goes on with the agent's voice alone (`VoiceFallback`) and the agent is told (PROVIDER_LOST); direct, the
+session ends (PROVIDER_LEFT).
 
 Every exit: the vendor's stop call (where it has one; a start cancelled while the vendor was being asked still gets
 its answer, and its stop), the worker removed from the room (for a vendor without a stop call, once it has joined,
@@ -32,6 +34,7 @@ from providers.room_native.audio_relay import CLEAR_BUFFER, AudioRelay
 from providers.room_native.vendor_http import VendorHttp
 from providers.room_native.vendor_playback import VendorPlayback
 from providers.room_native.vendors import Listens, StartContext, Vendor
+from providers.room_native.voice_fallback import VoiceFallback
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,7 @@ class RoomNativePipeline(MediaPipeline):
         self._starting: asyncio.Future[str] | None = None  # the vendor's start call, while it has not answered
         self._samples = 0
         self._worker_joined = False  # the worker has been in the room (it may have left since)
+        self._voice: VoiceFallback | None = None  # the agent's voice alone, once the worker left mid-session
         self._closed = False
 
     @property
@@ -73,7 +77,8 @@ class RoomNativePipeline(MediaPipeline):
 
     @property
     def stats(self) -> PlayoutStats:
-        return PlayoutStats(samples_played=self._samples)
+        voiced = self._voice.stats.samples_played if self._voice is not None else 0
+        return PlayoutStats(samples_played=self._samples + voiced)
 
     @property
     def vendor_session(self) -> str:
@@ -137,11 +142,30 @@ class RoomNativePipeline(MediaPipeline):
         while True:
             self._changed.clear()
             if room.remote_participants.get(self._identity) is None:
-                raise ProviderError.unavailable(f"the {self._vendor.name} avatar left the room", "PROVIDER_LEFT")
+                if relay is None:  # the agent streams to the vendor itself: nothing here can take its place
+                    raise ProviderError.unavailable(f"the {self._vendor.name} avatar left the room", "PROVIDER_LEFT")
+                voice = await self._fall_back_to_voice(room)
+                await voice.run()
+                return
             self._playback.tick()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(TICK_S):
                     await self._changed.wait()
+
+    async def _fall_back_to_voice(self, room: rtc.Room) -> VoiceFallback:
+        """The worker left mid-session: the relay publishes the agent's voice itself from now on."""
+        name = self._vendor.name
+        log.warning("the %s avatar left the room; the session goes on with the agent's voice alone", name)
+        voice = VoiceFallback(room, self._parts.book, self._vendor.sample_rate)
+        self._voice = voice
+        if self._relay is not None:
+            await self._relay.close_segment()
+        self._playback.hand_over()
+        await voice.start()
+        if self._parts.on_notice is not None:
+            self._parts.on_notice("PROVIDER_LOST", f"the {name} avatar left the room: the session goes on with the "
+                                                   "agent's voice alone (the relay participant's microphone track)")
+        return voice
 
     async def _until(self, ready: Callable[[rtc.RemoteParticipant | None], bool]) -> None:
         assert self._room is not None
@@ -177,18 +201,30 @@ class RoomNativePipeline(MediaPipeline):
         log.warning("the %s avatar did not answer %s: its audio source is not known", self._vendor.name, CLEAR_BUFFER)
 
     async def push_audio(self, segment_id: int, pcm: np.ndarray) -> None:
+        if self._voice is not None:
+            await self._voice.push_audio(segment_id, pcm)
+            return
         if self._relay is None:
             return
-        await self._relay.write(segment_id, pcm.tobytes())
+        try:
+            await self._relay.write(segment_id, pcm.tobytes())
+        except Exception as exc:  # the worker went away under the stream: `run` sees it and falls back
+            log.info("streaming to the %s avatar failed: %s", self._vendor.name, type(exc).__name__)
         self._samples += pcm.size
         self._playback.wrote(segment_id, pcm.size / self._vendor.sample_rate)
 
     async def end_segment(self, segment_id: int) -> None:
+        if self._voice is not None:
+            await self._voice.end_segment(segment_id)
+            return
         if self._relay is not None:
             await self._relay.close_segment()
         self._playback.closed(segment_id)
 
     async def interrupt(self) -> None:
+        if self._voice is not None:
+            await self._voice.interrupt()
+            return
         playback = self._playback
         playback.begin_clear()
         try:
@@ -209,6 +245,9 @@ class RoomNativePipeline(MediaPipeline):
         self._closed = True
         parts, vendor = self._parts, self._vendor
         try:
+            voice, self._voice = self._voice, None
+            if voice is not None:
+                await voice.aclose()
             relay, self._relay = self._relay, None
             if relay is not None:
                 relay.aclose()

@@ -125,6 +125,16 @@ class VendorPlayback:
         self._line.clear()
         self._clearing = False
 
+    def hand_over(self) -> None:
+        """The vendor is gone: what it was given and never finished is finished interrupted (with the clock's
+        estimate); a segment still open for input goes on elsewhere (its book entry stays open)."""
+        now = self._now()
+        for entry in self._line:
+            self._credit(entry, now)
+            if entry.closed:
+                self._book.finish(entry.segment_id, interrupted=True)
+        self._line.clear()
+
     @property
     def head_open(self) -> bool:
         """Whether a segment with audio is still waiting for its finish."""

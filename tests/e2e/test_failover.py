@@ -6,6 +6,7 @@ from __future__ import annotations
 import grpc
 import pytest
 from avatar.v1 import avatar_provider_pb2 as pb
+from avatar.v1 import session_pb2
 
 from agent_client import PlaybackFinished, StreamWarning
 from agent_client.errors import GatewayError
@@ -87,3 +88,19 @@ async def test_fallbacks_are_validated_before_anything_starts(e2e: Harness, vend
                                 fallbacks=[pb.ProviderChoice(provider="bey")])
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert vendors.sessions == {}
+
+
+async def test_a_failed_start_leaves_its_name_free_for_the_caller_s_retry(e2e: Harness,
+                                                                         vendors: FakeVendors) -> None:
+    _, client = await e2e.gateway_client(vendor_registry(vendors))
+    vendors.fail_next["tavus"] = QUOTA
+    session_id = new_session_id()
+    with pytest.raises(GatewayError):
+        await e2e.start_session(client, session_id, provider="tavus", avatar_id="face-1")
+    failed = await client.get_session(f"sessions/{session_id}")  # kept to be read
+    assert failed.end_reason == session_pb2.END_REASON_START_FAILED
+    viewer = await e2e.viewer(avatar_identity_for(session_id, "tavus"))
+    session = await e2e.start_session(client, session_id, provider="tavus", avatar_id="face-1")
+    await e2e.watch(viewer)
+    assert session.state == session_pb2.SESSION_STATE_ACTIVE
+    await client.end_session(session.name)

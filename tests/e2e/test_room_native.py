@@ -12,7 +12,7 @@ from avatar.v1 import session_pb2
 from livekit import api, rtc
 from livekit.agents.voice.avatar import DataStreamAudioOutput
 
-from agent_client import PlaybackFinished, PlaybackStarted
+from agent_client import PlaybackFinished, PlaybackStarted, StreamWarning
 from agent_client.errors import GatewayError
 from agent_client.livekit.testing import tone
 from fakes.room_native import FakeVendors
@@ -168,26 +168,61 @@ async def test_a_vendor_playing_another_agent_is_refused_and_removed(e2e: Harnes
         await agent.disconnect()
 
 
-async def test_the_vendor_leaving_the_room_ends_the_session_and_finishes_its_segment(
-        e2e: Harness, vendors: FakeVendors) -> None:
+async def test_when_the_vendor_leaves_mid_session_the_agent_s_voice_goes_on_alone(e2e: Harness,
+                                                                                 vendors: FakeVendors) -> None:
+    """The worker is removed by someone else mid-utterance: segments it was given finish interrupted, the one
+    still being spoken goes on as the agent's voice on the relay's own microphone track, the agent is told, and
+    the session stays up."""
     client, name, avatar = await started(e2e, vendors, "lemonslice")
+    voice = await e2e.viewer(f"{avatar}-relay", identity="voice-viewer")
     stream = await client.stream_audio(name, sample_rate=16000).open()
     log = EventLog(stream.events())
     try:
-        for chunk in chunked(speech_clip(4.0)):
+        for chunk in chunked(speech_clip(0.5)):
             await stream.send(chunk)
+        await stream.end_segment()  # segment 1: all of it given to the vendor
+        for chunk in chunked(speech_clip(1.0)):
+            await stream.send(chunk)  # segment 2: still open
         await log.wait_for(lambda e: isinstance(e, PlaybackStarted))
         await e2e.lkapi.room.remove_participant(api.RoomParticipantIdentity(room=e2e.room, identity=avatar))
-        finished = await log.wait_for(lambda e: isinstance(e, PlaybackFinished))
-        await log.finish()
+        warning = await log.wait_for(lambda e: isinstance(e, StreamWarning) and e.reason == "PROVIDER_LOST")
+        assert isinstance(warning, StreamWarning) and "lemonslice" in warning.message
+        heard_from = len(voice.rx.audio)
+        for chunk in chunked(speech_clip(1.0)):
+            await stream.send(chunk)
+        await stream.end_segment()
+        second = await log.wait_for(lambda e: isinstance(e, PlaybackFinished) and e.segment_id == 2)
+        await voice.wait_until(lambda: sum(lv >= 0.3 for _, lv in voice.rx.audio[heard_from:]) >= 20)
     finally:
         await log.aclose()
         stream.cancel()
-    assert isinstance(finished, PlaybackFinished) and finished.interrupted
+    finishes = [e for e in log.events if isinstance(e, PlaybackFinished)]
+    assert [f.segment_id for f in finishes] == [1, 2]  # each once, in order
+    assert isinstance(second, PlaybackFinished) and not second.interrupted and second.position >= 1.0
     session = await client.get_session(name)
-    assert session.end_reason == session_pb2.END_REASON_PROVIDER_ERROR and "PROVIDER_LEFT" in session.end_detail
+    assert session.state == session_pb2.SESSION_STATE_ACTIVE
     (gone,) = vendors.sessions.values()
     assert gone.worker.kicked
+    await client.end_session(name)
+
+
+async def test_when_the_vendor_leaves_a_direct_session_it_ends(e2e: Harness, vendors: FakeVendors) -> None:
+    agent = rtc.Room()
+    await agent.connect(e2e.target.url, agent_token(e2e, AGENT))
+    try:
+        _, client = await e2e.gateway_client(vendor_registry(vendors))
+        session_id = new_session_id()
+        avatar = avatar_identity_for(session_id, "bey")
+        viewer = await e2e.viewer(avatar)
+        session = await e2e.start_session(client, session_id, provider="bey", avatar_id="b",
+                                          audio_transport=session_pb2.AUDIO_TRANSPORT_ROOM)
+        await e2e.watch(viewer)
+        await e2e.lkapi.room.remove_participant(api.RoomParticipantIdentity(room=e2e.room, identity=avatar))
+        async for seen in client.watch_session(session.name):
+            last = seen
+        assert last.end_reason == session_pb2.END_REASON_PROVIDER_ERROR and "PROVIDER_LEFT" in last.end_detail
+    finally:
+        await agent.disconnect()
 
 
 async def test_the_worker_token_is_tight_and_carries_no_vendor_secret(e2e: Harness, vendors: FakeVendors) -> None:
