@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, tuple[str, bool]] = {
     "forwarding_cost": ("the loopback server's CPU per forwarded track (1 publisher, N subscribers)", True),
     "simli_cost": ("gateway CPU, RSS and latencies per Simli session (fake Simli) beside the mock; RSS soak", True),
     "three_paths": ("speech to a viewer: direct vs stock AvatarRunner vs the gateway, side by side", True),
+    "vendor_paths": ("speech through a room-native vendor: relayed by the gateway vs direct vs no avatar", True),
     "agent_paths": ("an AgentSession through the plugin vs the stock DataStream path: first frame, say() return", True),
 }
 
