@@ -104,7 +104,7 @@ class RoomNativePipeline(MediaPipeline):
         context = StartContext(
             session_id=spec.session_id, livekit_url=spec.room.url, room_name=spec.room.room_name,
             avatar_identity=self._identity,
-            relay_identity=spec.room.agent_identity if direct else parts.connection.spec.avatar_identity,
+            sender_identity=spec.room.agent_identity if direct else parts.connection.spec.avatar_identity,
             avatar_id=spec.avatar_id or vendor.default_avatar_id, options=dict(spec.options),
             worker_token=parts.room_admin.worker_token(self._identity, can_subscribe=False))
         # shielded: a vendor may create the session even if the gateway stops waiting; aclose then waits for the

@@ -33,7 +33,7 @@ class StartContext:
     livekit_url: str
     room_name: str
     avatar_identity: str  # the identity the worker token carries
-    relay_identity: str  # the gateway's participant that streams the agent's speech
+    sender_identity: str  # who streams the agent's speech to the worker: the relay, or the agent itself (direct)
     avatar_id: str  # the vendor's face / avatar / agent id ("" if the caller gave none)
     options: dict[str, str]
     worker_token: str = field(repr=False)
@@ -120,7 +120,7 @@ def _runway_headers(key: str) -> dict[str, str]:
 async def _runway_start(http: VendorHttp, key: str, c: StartContext) -> str:
     body = {"model": "gwm1_avatars", "avatar": {"type": "custom", "avatarId": c.avatar_id},
             "livekit": {"url": c.livekit_url, "token": c.worker_token, "roomName": c.room_name,
-                        "agentIdentity": c.relay_identity}}
+                        "agentIdentity": c.sender_identity}}
     return _id(await http.call(VendorCall("POST", "/v1/realtime_sessions", _runway_headers(key), body)), "id")
 
 
