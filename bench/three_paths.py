@@ -250,6 +250,11 @@ async def main(args: argparse.Namespace) -> None:
                              "clear_to_mouth_closed_ms", "first_frame_ms", "underruns")
     if args.browser:
         keys = (*keys, *(f"browser_{k}" for k in keys))
+    print_table(results, keys)
+
+
+def print_table(results: dict[str, list[dict[str, float]]], keys: tuple[str, ...]) -> None:
+    """One row per figure, p50 / p95 per path, then every run's figures as JSON."""
     print("figure (p50 / p95 ms) | " + " | ".join(results))
     for key in keys:
         print(key, "|", " | ".join(summary([r[key] for r in runs if key in r]) for runs in results.values()))

@@ -29,7 +29,7 @@ from livekit.agents.voice.avatar import DataStreamAudioOutput
 
 from agent_client import AvatarGatewayClient, PlaybackFinished
 from bench.gateway_cli import GatewayUnderTest
-from bench.three_paths import ROOM, RUN_TIMEOUT_S, SPEAK_S, Run, Watchers, direct, summary, talk_and_interrupt
+from bench.three_paths import ROOM, RUN_TIMEOUT_S, SPEAK_S, Run, Watchers, direct, print_table, talk_and_interrupt
 from examples.agent import load_clip
 from fakes.room_native import FakeVendors
 from loopback import loopback_host, not_in_namespace_reason
@@ -119,10 +119,7 @@ async def main(args: argparse.Namespace) -> None:
         finally:
             await gateway.stop()
         await vendors.wait_until(lambda f: not f.running())
-    print("figure (p50 / p95 ms) | " + " | ".join(results))
-    for key in KEYS:
-        print(key, "|", " | ".join(summary([r[key] for r in runs if key in r]) for runs in results.values()))
-    print(json.dumps(results))
+    print_table(results, KEYS)
 
 
 if __name__ == "__main__":

@@ -165,7 +165,6 @@ class AvatarSession:
         self._untold: list[NoticeEvent] = []  # notices that came while no stream was attached (the latest 8)
         self._provider_since: float | None = None  # monotonic start of the provider's session, while it runs
         self._provider_used_s = 0.0
-        self._failovers_told = False
 
     def use_input(self, source: AudioInput) -> None:
         """Take the agent's speech from `source` instead of StreamAudio (before `start`)."""
@@ -350,11 +349,6 @@ class AvatarSession:
         if self._sink is not None:
             return None
         self._sink = StreamSink()
-        if self.failovers and not self._failovers_told:  # the first stream hears which providers were passed over
-            self._failovers_told = True
-            passed = "; ".join(f"{f.provider}: {f.reason} ({f.detail})" for f in self.failovers)
-            self._sink.events.put_nowait(NoticeEvent(
-                "PROVIDER_FAILOVER", f"the session runs on {self.params.provider}; did not start: {passed}"))
         for notice in self._untold:
             self._sink.events.put_nowait(notice)
         self._untold.clear()

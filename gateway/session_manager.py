@@ -104,16 +104,7 @@ class SessionManager:
     # -- start --------------------------------------------------------------------------------------------------
     async def start(self, caller: Caller, req: pb.StartSessionRequest) -> AvatarSession:
         """StartSession: validate, deduplicate by request_id, start, return the ACTIVE session."""
-        if caller.providers and req.provider not in caller.providers:
-            raise errors.permission_denied(f"this caller may not use provider {req.provider[:64]!r}",
-                                           {"provider": req.provider[:64]})
-        if not req.provider:
-            raise errors.invalid_argument("provider", "provider is required", "MISSING_FIELD")
-        adapter = self.registry.get(req.provider)
-        if adapter is None:
-            known = ", ".join(a.info.name for a in self.registry)
-            raise errors.invalid_argument("provider", f"unknown provider {req.provider[:64]!r}; known: {known}",
-                                          "UNKNOWN_PROVIDER")
+        adapter = self._adapter(caller, req.provider, "provider")
         request_id = validation.check_request_id(req.request_id) if req.request_id else ""
         if request_id:
             pending = self._requests.get(request_id)
@@ -164,7 +155,7 @@ class SessionManager:
             session = AvatarSession(params, adapter.info, avatar_identity=avatar_identity(adapter.info.name,
                                                                                             params.session_id))
             session.request_id = request_id
-            session.failovers = failovers
+            session.failovers = list(failovers)
             self._sessions[name] = session
             try:
                 await self._start_one(session, adapter)
@@ -180,6 +171,10 @@ class SessionManager:
             except BaseException as exc:
                 raise self._failed_start(session, adapter, exc, request_id, future) from None
             break
+        if failovers:  # the first stream hears which providers were passed over
+            passed = "; ".join(f"{f.provider}: {f.reason} ({f.detail})" for f in failovers)
+            session.notice("PROVIDER_FAILOVER", f"the session runs on {session.params.provider}; did not start: "
+                                                f"{passed}")
         future.set_result(session)
         session_ended = asyncio.ensure_future(session.wait_ended())
         session_ended.add_done_callback(lambda _: self._ended_after_start(session))
@@ -189,6 +184,20 @@ class SessionManager:
         self.metrics.record_provider_time(session.params.provider, session.provider_seconds)
         self._remember_ended(session)
 
+    def _adapter(self, caller: Caller, provider: str, field: str) -> ProviderAdapter:
+        """The adapter of `provider`, which the request names in `field`, if this caller may use it."""
+        if caller.providers and provider not in caller.providers:
+            raise errors.permission_denied(f"this caller may not use provider {provider[:64]!r}",
+                                           {"provider": provider[:64]})
+        if not provider:
+            raise errors.invalid_argument(field, "provider is required", "MISSING_FIELD")
+        adapter = self.registry.get(provider)
+        if adapter is None:
+            known = ", ".join(a.info.name for a in self.registry)
+            raise errors.invalid_argument(field, f"unknown provider {provider[:64]!r}; known: {known}",
+                                          "UNKNOWN_PROVIDER")
+        return adapter
+
     def _fallbacks(self, caller: Caller, req: pb.StartSessionRequest, session_id: str
                    ) -> list[tuple[ProviderAdapter, SessionParams]]:
         """The request's fallback providers, each validated as if it had been asked for itself."""
@@ -196,13 +205,7 @@ class SessionManager:
             raise errors.invalid_argument("fallbacks", f"at most {MAX_FALLBACKS} fallbacks", "TOO_MANY_FALLBACKS")
         out = []
         for i, choice in enumerate(req.fallbacks):
-            where = f"fallbacks[{i}].provider"
-            adapter = self.registry.get(choice.provider)
-            if adapter is None:
-                raise errors.invalid_argument(where, f"unknown provider {choice.provider[:64]!r}", "UNKNOWN_PROVIDER")
-            if caller.providers and choice.provider not in caller.providers:
-                raise errors.permission_denied(f"this caller may not use provider {choice.provider[:64]!r}",
-                                               {"provider": choice.provider[:64]})
+            adapter = self._adapter(caller, choice.provider, f"fallbacks[{i}].provider")
             alone = pb.StartSessionRequest()
             alone.CopyFrom(req)
             alone.provider, alone.avatar_id, alone.session_id = choice.provider, choice.avatar_id, session_id

@@ -62,7 +62,6 @@ class RoomNativePipeline(MediaPipeline):
         self._relay: AudioRelay | None = None
         self._vendor_session = ""
         self._starting: asyncio.Future[str] | None = None  # the vendor's start call, while it has not answered
-        self._samples = 0
         self._worker_joined = False  # the worker has been in the room (it may have left since)
         self._voice: VoiceFallback | None = None  # the agent's voice alone, once the worker left mid-session
         self._closed = False
@@ -77,8 +76,9 @@ class RoomNativePipeline(MediaPipeline):
 
     @property
     def stats(self) -> PlayoutStats:
+        # what the vendor played (its positions, the clock between them), then the voice alone
         voiced = self._voice.stats.samples_played if self._voice is not None else 0
-        return PlayoutStats(samples_played=self._samples + voiced)
+        return PlayoutStats(samples_played=round(self._playback.heard_s * self._vendor.sample_rate) + voiced)
 
     @property
     def vendor_session(self) -> str:
@@ -210,7 +210,6 @@ class RoomNativePipeline(MediaPipeline):
             await self._relay.write(segment_id, pcm.tobytes())
         except Exception as exc:  # the worker went away under the stream: `run` sees it and falls back
             log.info("streaming to the %s avatar failed: %s", self._vendor.name, type(exc).__name__)
-        self._samples += pcm.size
         self._playback.wrote(segment_id, pcm.size / self._vendor.sample_rate)
 
     async def end_segment(self, segment_id: int) -> None:

@@ -50,6 +50,7 @@ class VendorPlayback:
         self.vendor_finishes = 0  # finishes the vendor sent that were paired
         self.made_up = 0  # finishes the vendor did not send in time
         self.dropped = 0  # vendor finishes that could not be paired
+        self.heard_s = 0.0  # credited to the book as heard, over every segment
 
     def _now(self) -> float:
         return self._clock.monotonic()  # type: ignore[attr-defined, no-any-return]
@@ -146,11 +147,13 @@ class VendorPlayback:
         heard = min(entry.audio_s, now - entry.started_at)
         if heard > entry.credited_s:
             self._book.heard(entry.segment_id, heard - entry.credited_s)
+            self.heard_s += heard - entry.credited_s
             entry.credited_s = heard
 
     def _finish(self, entry: _Streamed, position_s: float, interrupted: bool) -> None:
         if position_s > entry.credited_s:
             self._book.heard(entry.segment_id, position_s - entry.credited_s)
+            self.heard_s += position_s - entry.credited_s
             entry.credited_s = position_s
         self._line.popleft()
         self._book.finish(entry.segment_id, interrupted=interrupted)

@@ -54,6 +54,9 @@ async def test_speech_reaches_the_vendor_and_its_finish_reaches_the_agent(e2e: H
     assert isinstance(finished, PlaybackFinished) and finished.segment_id == 1 and not finished.interrupted
     # the vendor's own position: all of the clip played (at the vendor's rate, in its 100 ms frames)
     assert CLIP_S - 0.1 <= finished.position <= CLIP_S + 0.1
+    stats = (await client.get_session(name)).stats  # what the vendor played, not what was sent to it
+    rate = next(v.sample_rate for v in VENDORS if v.name == vendor)
+    assert stats.samples_played == round(finished.position * rate)
 
     await client.end_session(name)
     await vendors.wait_until(lambda f: not f.running())
